@@ -1,0 +1,82 @@
+//! `calmony`: the server, the workers and the operator and auditor tools, in one command.
+//! Without arguments it serves (what `cargo run` does).
+
+mod config;
+mod ledger_cli;
+mod projections_cli;
+mod serve;
+
+use clap::{Parser, Subcommand};
+use event_store::database::Database;
+
+use crate::config::DatabaseArgs;
+
+#[derive(Debug, Parser)]
+#[command(name = "calmony", version, about = "Calmony Pay: an event-sourced payment layer")]
+struct Cli {
+    #[command(flatten)]
+    database: DatabaseArgs,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the API server with its projections and workers (the default).
+    Serve(serve::ServeArgs),
+    /// Apply the database migrations and exit.
+    Migrate,
+    /// Read models: status, rebuild, or run them without the HTTP server.
+    #[command(subcommand)]
+    Projections(projections_cli::ProjectionsCommand),
+    /// The auditor's tools over the event log.
+    #[command(subcommand)]
+    Ledger(ledger_cli::LedgerCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CALMONY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    let command = cli
+        .command
+        .unwrap_or(Command::Serve(serve::ServeArgs::from_env()));
+    let database = Database::open(&cli.database.settings()).await?;
+    let outcome = match command {
+        Command::Serve(args) => serve::serve(&database, args).await,
+        Command::Migrate => {
+            eprintln!("migrations applied");
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Projections(command) => projections_cli::run(&database, command).await,
+        Command::Ledger(command) => ledger_cli::run(&database, command).await,
+    };
+    // A managed server stops with us; an external one is left alone.
+    if let Err(error) = database.close().await {
+        tracing::warn!(%error, "stopping the managed database failed");
+    }
+    outcome
+}

@@ -1,0 +1,45 @@
+//! `calmony ledger replay`: an aggregate's state as of a moment, rebuilt from its events.
+
+use cqrs_es::Aggregate;
+use domain::customer::Customer;
+use event_store::store::AsOf;
+
+use crate::execute::{CommandBus, CommandError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("unknown stream type {0:?} (known: {known})", known = KNOWN_TYPES.join(", "))]
+    UnknownType(String),
+    #[error("{0}")]
+    Load(String),
+}
+
+/// Every aggregate type that can be replayed.
+pub const KNOWN_TYPES: &[&str] = &[Customer::TYPE];
+
+/// The state of `aggregate_type/aggregate_id` as of `as_of`, as JSON, with the version it
+/// had then.
+pub async fn replay(
+    bus: &CommandBus,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    as_of: AsOf,
+) -> Result<(serde_json::Value, i64), ReplayError> {
+    match aggregate_type {
+        Customer::TYPE => state_of::<Customer>(bus, aggregate_id, as_of).await,
+        other => Err(ReplayError::UnknownType(other.to_string())),
+    }
+}
+
+async fn state_of<A: Aggregate>(
+    bus: &CommandBus,
+    aggregate_id: &str,
+    as_of: AsOf,
+) -> Result<(serde_json::Value, i64), ReplayError> {
+    let (aggregate, version) = bus
+        .load::<A>(aggregate_id, as_of)
+        .await
+        .map_err(|error: CommandError<A::Error>| ReplayError::Load(error.to_string()))?;
+    let state = serde_json::to_value(&aggregate).map_err(|error| ReplayError::Load(error.to_string()))?;
+    Ok((state, version))
+}

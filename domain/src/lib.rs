@@ -1,0 +1,11 @@
+//! The business rules of Calmony Pay as small state machines: aggregates decide
+//! (`handle(command) -> events`) and remember (`apply(event)`, which never fails).
+//!
+//! Pure: no I/O, no clock, no randomness. Time and ids come in with the command. Must never
+//! depend on sqlx, tokio, axum, reqwest or any crate that touches the outside world.
+
+pub mod customer;
+pub mod money;
+pub mod upcasters;
+
+pub use money::{Currency, Money, MoneyError};

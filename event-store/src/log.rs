@@ -1,0 +1,214 @@
+//! The global log: every event of every stream in one order that readers can follow
+//! without ever skipping an event or seeing one twice.
+//!
+//! Positions come from an identity column, so they are handed out at insert time, not at
+//! commit time: a transaction holding position 10 may commit after one holding 11. A reader
+//! that remembered "I have read up to 11" would never see 10. So the log is ordered by
+//! (writing transaction id, position) instead, and a reader only looks at events of
+//! transactions older than the oldest transaction still running
+//! (`pg_snapshot_xmin(pg_current_snapshot())`). Every transaction below that horizon has
+//! finished, so no event can ever appear behind a cursor taken from this order.
+//!
+//! Writers are never serialised for this; a long-running writing transaction holds the
+//! horizon back, which is why commands never keep a transaction open across a gateway call.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::PgListener;
+use sqlx::{PgConnection, PgPool};
+
+use crate::record::{RecordedEvent, RECORDED_EVENT_COLUMNS};
+use crate::store::StoreError;
+
+/// The channel the insert trigger notifies on every commit that wrote events.
+pub const NOTIFY_CHANNEL: &str = "calmony_events";
+
+/// Upper bound on one read of the log.
+pub const MAX_BATCH_EVENTS: i64 = 100_000;
+
+/// A place in the global log: after the event with this (txid, position). The start of the
+/// log is `LogCursor::START`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LogCursor {
+    pub txid: i64,
+    pub position: i64,
+}
+
+impl LogCursor {
+    pub const START: LogCursor = LogCursor {
+        txid: 0,
+        position: 0,
+    };
+}
+
+impl std::fmt::Display for LogCursor {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "{}:{}", self.txid, self.position)
+    }
+}
+
+/// Reads the global log in order, only below the horizon of finished transactions.
+#[derive(Clone)]
+pub struct LogReader {
+    pool: PgPool,
+}
+
+impl LogReader {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// Up to `limit` events after `after`, in log order. An empty answer means "nothing
+    /// readable yet", not "nothing will ever come".
+    pub async fn read_all(
+        &self,
+        after: LogCursor,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut connection = self.pool.acquire().await?;
+        read_after(&mut connection, after, limit).await
+    }
+
+    /// Whether events exist after `after` that the horizon still hides (their transaction
+    /// committed, but an older transaction is still running).
+    pub async fn has_hidden_events(&self, after: LogCursor) -> Result<bool, StoreError> {
+        let hidden: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM events \
+             WHERE (txid, position) > ($1::text::xid8, $2) \
+               AND txid >= pg_snapshot_xmin(pg_current_snapshot()))",
+        )
+        .bind(after.txid)
+        .bind(after.position)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(hidden)
+    }
+
+    /// A live subscription from `after`: batches as soon as they are readable.
+    pub async fn subscribe(
+        &self,
+        after: LogCursor,
+        settings: SubscriptionSettings,
+    ) -> Result<Subscription, StoreError> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(NOTIFY_CHANNEL).await?;
+        Ok(Subscription {
+            reader: self.clone(),
+            listener,
+            cursor: after,
+            settings,
+        })
+    }
+}
+
+/// Reads on the caller's connection, so a projection can read and write in one transaction.
+pub async fn read_after(
+    connection: &mut PgConnection,
+    after: LogCursor,
+    limit: i64,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let events = sqlx::query_as(&format!(
+        "SELECT {RECORDED_EVENT_COLUMNS} FROM events \
+         WHERE (txid, position) > ($1::text::xid8, $2) \
+           AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
+         ORDER BY txid, position \
+         LIMIT $3"
+    ))
+    .bind(after.txid)
+    .bind(after.position)
+    .bind(limit.clamp(1, MAX_BATCH_EVENTS))
+    .fetch_all(connection)
+    .await?;
+    Ok(events)
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct SubscriptionSettings {
+    pub batch_events: i64,
+    /// Read again after this long even without a notification (a lost notification, a
+    /// dropped listener connection).
+    pub poll_interval_ms: u64,
+    /// While committed events wait behind an older running transaction, look again this
+    /// often: that transaction's commit may not write events, so no notification comes.
+    pub hidden_retry_ms: u64,
+}
+
+impl Default for SubscriptionSettings {
+    fn default() -> Self {
+        Self {
+            batch_events: 1_000,
+            poll_interval_ms: 250,
+            hidden_retry_ms: 2,
+        }
+    }
+}
+
+/// Follows the log live: LISTEN/NOTIFY wakes it, polling covers anything missed.
+pub struct Subscription {
+    reader: LogReader,
+    listener: PgListener,
+    cursor: LogCursor,
+    settings: SubscriptionSettings,
+}
+
+impl Subscription {
+    pub fn cursor(&self) -> LogCursor {
+        self.cursor
+    }
+
+    /// The next non-empty batch, in log order; waits until there is one.
+    pub async fn next_batch(&mut self) -> Result<Vec<RecordedEvent>, StoreError> {
+        loop {
+            let events = self
+                .reader
+                .read_all(self.cursor, self.settings.batch_events)
+                .await?;
+            if let Some(last) = events.last() {
+                self.cursor = last.cursor();
+                return Ok(events);
+            }
+            let wait = if self.reader.has_hidden_events(self.cursor).await? {
+                Duration::from_millis(self.settings.hidden_retry_ms)
+            } else {
+                Duration::from_millis(self.settings.poll_interval_ms)
+            };
+            // A notification, a timeout and a listener error all lead to the same place: read
+            // again. PgListener reconnects by itself on the next recv.
+            match tokio::time::timeout(wait, self.listener.recv()).await {
+                Ok(Ok(_)) | Err(_) => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "log listener failed; falling back to polling");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+            // Drain notifications that piled up, so one read answers them all.
+            while self.listener.next_buffered().is_some() {}
+        }
+    }
+}
+
+/// As [`read_after`], but without payloads and hashes (returned empty): for consumers that
+/// only need to know which streams changed, when and by whom.
+pub async fn read_headers_after(
+    connection: &mut PgConnection,
+    after: LogCursor,
+    limit: i64,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let events = sqlx::query_as(
+        "SELECT position, txid::text::bigint AS txid, aggregate_type, aggregate_id, sequence, \
+                event_type, event_version, '' AS payload, metadata::text AS metadata, recorded_at, \
+                '\\x'::bytea AS prev_hash, '\\x'::bytea AS hash \
+         FROM events \
+         WHERE (txid, position) > ($1::text::xid8, $2) \
+           AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
+         ORDER BY txid, position \
+         LIMIT $3",
+    )
+    .bind(after.txid)
+    .bind(after.position)
+    .bind(limit.clamp(1, MAX_BATCH_EVENTS))
+    .fetch_all(connection)
+    .await?;
+    Ok(events)
+}

@@ -1,0 +1,27 @@
+//! Read models: everything people see is built here from the global log.
+//!
+//! A projection is a name, a handler and a checkpoint ([`runtime`]). Each owns one
+//! PostgreSQL schema named after it, holding its tables; it consumes the log in batches and
+//! commits each batch's effect together with its checkpoint, so its tables always equal
+//! "the log up to the checkpoint", whatever crashes. Any projection can be rebuilt from zero
+//! into a fresh schema and swapped in while reads continue.
+//!
+//! Depends on `event-store` (the log) and `domain` (event shapes). Must never write events
+//! and never be read by the write side.
+
+pub mod runtime;
+pub mod stream_index;
+
+use std::sync::Arc;
+
+pub use runtime::{Projection, ProjectionError, ProjectionRuntime, ProjectionStatus};
+
+/// Every projection the system runs, in the order they are created.
+pub fn all() -> Vec<Arc<dyn Projection>> {
+    vec![Arc::new(stream_index::StreamIndex)]
+}
+
+/// The projection called `name`.
+pub fn by_name(name: &str) -> Option<Arc<dyn Projection>> {
+    all().into_iter().find(|projection| projection.name() == name)
+}

@@ -1,0 +1,399 @@
+//! Running projections: batches with checkpoints, live following, rebuild and swap.
+//!
+//! Exactly-once effect: a batch is one transaction that takes the projection's advisory
+//! lock, reads its checkpoint, reads the next events after it, applies them and moves the
+//! checkpoint. Kill the process anywhere and the transaction either committed (effect and
+//! checkpoint) or did not (neither). The lock makes any number of runner processes safe:
+//! only one applies a given projection's batch at a time, and each starts from the
+//! checkpoint the previous one committed.
+//!
+//! Rebuild: the projection's tables are built from zero in a second schema
+//! (`<name>__rebuild`) while the live one keeps serving and advancing; then, in one
+//! transaction holding the projection's lock, the rebuild catches up to the horizon and the
+//! schemas are renamed. Readers name tables by schema, so their next statement reads the new
+//! tables; statements in flight finish on the old ones.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use event_store::log::{read_after, NOTIFY_CHANNEL};
+use event_store::{LogCursor, RecordedEvent, StoreError};
+use sqlx::postgres::PgListener;
+use sqlx::{PgConnection, PgPool};
+
+/// Bound on the events of one live batch.
+pub const DEFAULT_BATCH_EVENTS: i64 = 1_000;
+/// Bound on the events of one rebuild batch (larger: nobody waits on a rebuild's batch).
+pub const REBUILD_BATCH_EVENTS: i64 = 20_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("event {stream} v{sequence} cannot be projected: {reason}")]
+    BadEvent {
+        stream: String,
+        sequence: i64,
+        reason: String,
+    },
+    /// An invariant of the read model broke (for example debits ≠ credits). The projection
+    /// stops rather than serve wrong numbers.
+    #[error("projection {projection} invariant violated: {reason}")]
+    Invariant {
+        projection: &'static str,
+        reason: String,
+    },
+    #[error("no projection named {0:?}")]
+    Unknown(String),
+}
+
+impl ProjectionError {
+    pub fn bad_event(event: &RecordedEvent, reason: impl ToString) -> Self {
+        ProjectionError::BadEvent {
+            stream: event.stream_name(),
+            sequence: event.sequence,
+            reason: reason.to_string(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+pub trait Projection: Send + Sync {
+    /// Unique; also the name of the schema holding its tables.
+    fn name(&self) -> &'static str;
+
+    /// Creates its tables, with unqualified names: it runs with `search_path` set to the
+    /// schema being built.
+    fn schema_sql(&self) -> &'static str;
+
+    /// Whether `apply` reads event payloads. Projections that do not (the stream index) are
+    /// fed events without them, which makes rebuilds much faster.
+    fn needs_payload(&self) -> bool {
+        true
+    }
+
+    /// Applies one batch, in log order, inside the batch transaction (`search_path` is the
+    /// projection's schema, then `public`).
+    async fn apply(
+        &self,
+        connection: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectionStatus {
+    pub name: String,
+    pub checkpoint: LogCursor,
+    pub events_applied: i64,
+    /// Events in the log after the checkpoint.
+    pub lag_events: i64,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Clone)]
+pub struct ProjectionRuntime {
+    pool: PgPool,
+}
+
+const LOCK_SQL: &str = "SELECT pg_advisory_xact_lock(hashtextextended('projection:' || $1, 0))";
+
+fn quoted(schema: &str) -> String {
+    format!("\"{}\"", schema.replace('"', "\"\""))
+}
+
+fn rebuild_schema(name: &str) -> String {
+    format!("{name}__rebuild")
+}
+
+async fn set_search_path(connection: &mut PgConnection, schema: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!("SET LOCAL search_path TO {}, public", quoted(schema)))
+        .execute(connection)
+        .await
+        .map(|_| ())
+}
+
+async fn read_batch(
+    connection: &mut PgConnection,
+    projection: &dyn Projection,
+    after: LogCursor,
+    limit: i64,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    if projection.needs_payload() {
+        read_after(connection, after, limit).await
+    } else {
+        event_store::log::read_headers_after(connection, after, limit).await
+    }
+}
+
+impl ProjectionRuntime {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// Creates the projection's schema, tables and checkpoint unless they exist.
+    pub async fn ensure_created(&self, projection: &dyn Projection) -> Result<(), ProjectionError> {
+        let mut transaction = self.pool.begin().await?;
+        sqlx::query(LOCK_SQL)
+            .bind(projection.name())
+            .execute(&mut *transaction)
+            .await?;
+        let exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+        )
+        .bind(projection.name())
+        .fetch_one(&mut *transaction)
+        .await?;
+        if !exists {
+            create_schema(&mut transaction, projection, projection.name()).await?;
+        }
+        sqlx::query("INSERT INTO public.projection_checkpoints (name) VALUES ($1) ON CONFLICT DO NOTHING")
+            .bind(projection.name())
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// Applies the next batch of up to `limit` events; returns how many it applied.
+    pub async fn run_batch(
+        &self,
+        projection: &dyn Projection,
+        limit: i64,
+    ) -> Result<usize, ProjectionError> {
+        let mut transaction = self.pool.begin().await?;
+        sqlx::query(LOCK_SQL)
+            .bind(projection.name())
+            .execute(&mut *transaction)
+            .await?;
+        let checkpoint = read_checkpoint(&mut transaction, projection.name()).await?;
+        let events = read_batch(&mut transaction, projection, checkpoint, limit).await?;
+        let Some(last) = events.last() else {
+            transaction.rollback().await?;
+            return Ok(0);
+        };
+        set_search_path(&mut transaction, projection.name()).await?;
+        projection.apply(&mut transaction, &events).await?;
+        write_checkpoint(&mut transaction, projection.name(), last.cursor(), events.len()).await?;
+        transaction.commit().await?;
+        Ok(events.len())
+    }
+
+    /// Applies batches until the projection has caught up with the readable log.
+    pub async fn catch_up(&self, projection: &dyn Projection, limit: i64) -> Result<u64, ProjectionError> {
+        let mut total = 0u64;
+        loop {
+            let applied = self.run_batch(projection, limit).await?;
+            total += applied as u64;
+            if applied == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Follows the log for ever: batches while there is work, then waits for a commit
+    /// notification (or the poll interval). Returns only on error.
+    pub async fn follow(
+        &self,
+        projection: Arc<dyn Projection>,
+        batch_events: i64,
+        poll_interval_ms: u64,
+    ) -> Result<(), ProjectionError> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(NOTIFY_CHANNEL).await?;
+        let reader = event_store::LogReader::new(self.pool.clone());
+        loop {
+            let applied = self.run_batch(projection.as_ref(), batch_events).await?;
+            if applied > 0 {
+                continue;
+            }
+            let checkpoint = {
+                let mut connection = self.pool.acquire().await?;
+                read_checkpoint(&mut connection, projection.name()).await?
+            };
+            // Committed events waiting behind an older open transaction: look again soon.
+            let wait = if reader.has_hidden_events(checkpoint).await? {
+                Duration::from_millis(2)
+            } else {
+                Duration::from_millis(poll_interval_ms)
+            };
+            match tokio::time::timeout(wait, listener.recv()).await {
+                Ok(Ok(_)) | Err(_) => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(projection = projection.name(), %error, "listener failed; polling");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+            while listener.next_buffered().is_some() {}
+        }
+    }
+
+    /// Rebuilds from zero into a fresh schema and swaps it in. `on_progress(done, total)`
+    /// reports events applied out of those readable when the rebuild started.
+    pub async fn rebuild(
+        &self,
+        projection: &dyn Projection,
+        mut on_progress: impl FnMut(u64, u64),
+    ) -> Result<u64, ProjectionError> {
+        self.ensure_created(projection).await?;
+        let target = rebuild_schema(projection.name());
+        {
+            let mut transaction = self.pool.begin().await?;
+            sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", quoted(&target)))
+                .execute(&mut *transaction)
+                .await?;
+            create_schema(&mut transaction, projection, &target).await?;
+            transaction.commit().await?;
+        }
+        let total: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM events WHERE txid < pg_snapshot_xmin(pg_current_snapshot())",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let total = u64::try_from(total).unwrap_or(0);
+
+        let mut cursor = LogCursor::START;
+        let mut applied = 0u64;
+        // Build while live reads and the live projection go on.
+        loop {
+            let mut transaction = self.pool.begin().await?;
+            let events = read_batch(&mut transaction, projection, cursor, REBUILD_BATCH_EVENTS).await?;
+            let Some(last) = events.last() else {
+                transaction.rollback().await?;
+                break;
+            };
+            set_search_path(&mut transaction, &target).await?;
+            projection.apply(&mut transaction, &events).await?;
+            transaction.commit().await?;
+            cursor = last.cursor();
+            applied += events.len() as u64;
+            on_progress(applied, total.max(applied));
+        }
+
+        // Swap: hold the live projection's lock, catch up the last events, rename.
+        let mut transaction = self.pool.begin().await?;
+        sqlx::query(LOCK_SQL)
+            .bind(projection.name())
+            .execute(&mut *transaction)
+            .await?;
+        loop {
+            let events = read_batch(&mut transaction, projection, cursor, REBUILD_BATCH_EVENTS).await?;
+            let Some(last) = events.last() else {
+                break;
+            };
+            set_search_path(&mut transaction, &target).await?;
+            projection.apply(&mut transaction, &events).await?;
+            cursor = last.cursor();
+            applied += events.len() as u64;
+        }
+        let live = quoted(projection.name());
+        let old = quoted(&format!("{}__old", projection.name()));
+        for statement in [
+            format!("DROP SCHEMA IF EXISTS {old} CASCADE"),
+            format!("ALTER SCHEMA {live} RENAME TO {old}"),
+            format!("ALTER SCHEMA {} RENAME TO {live}", quoted(&target)),
+            format!("DROP SCHEMA {old} CASCADE"),
+        ] {
+            sqlx::query(&statement).execute(&mut *transaction).await?;
+        }
+        sqlx::query(
+            "UPDATE public.projection_checkpoints \
+             SET txid = $2::text::xid8, position = $3, events = $4, updated_at = now() \
+             WHERE name = $1",
+        )
+        .bind(projection.name())
+        .bind(cursor.txid)
+        .bind(cursor.position)
+        .bind(i64::try_from(applied).unwrap_or(i64::MAX))
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        on_progress(applied, total.max(applied));
+        Ok(applied)
+    }
+
+    pub async fn status(&self, projection: &dyn Projection) -> Result<ProjectionStatus, ProjectionError> {
+        let row: Option<(i64, i64, i64, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+            "SELECT txid::text::bigint, position, events, updated_at \
+             FROM public.projection_checkpoints WHERE name = $1",
+        )
+        .bind(projection.name())
+        .fetch_optional(&self.pool)
+        .await?;
+        let (txid, position, events_applied, updated_at) =
+            row.unwrap_or((0, 0, 0, chrono::DateTime::<chrono::Utc>::UNIX_EPOCH));
+        let checkpoint = LogCursor { txid, position };
+        let lag_events: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM events WHERE (txid, position) > ($1::text::xid8, $2)",
+        )
+        .bind(checkpoint.txid)
+        .bind(checkpoint.position)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(ProjectionStatus {
+            name: projection.name().to_string(),
+            checkpoint,
+            events_applied,
+            lag_events,
+            updated_at,
+        })
+    }
+
+    /// How long a rebuild of `projection` takes right now, for benchmarks.
+    pub async fn timed_rebuild(&self, projection: &dyn Projection) -> Result<(u64, Duration), ProjectionError> {
+        let started = Instant::now();
+        let applied = self.rebuild(projection, |_, _| {}).await?;
+        Ok((applied, started.elapsed()))
+    }
+}
+
+async fn create_schema(
+    connection: &mut PgConnection,
+    projection: &dyn Projection,
+    schema: &str,
+) -> Result<(), ProjectionError> {
+    sqlx::query(&format!("CREATE SCHEMA {}", quoted(schema)))
+        .execute(&mut *connection)
+        .await?;
+    set_search_path(connection, schema).await?;
+    sqlx::raw_sql(projection.schema_sql())
+        .execute(&mut *connection)
+        .await?;
+    sqlx::query("SET LOCAL search_path TO public")
+        .execute(&mut *connection)
+        .await?;
+    Ok(())
+}
+
+async fn read_checkpoint(connection: &mut PgConnection, name: &str) -> Result<LogCursor, ProjectionError> {
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT txid::text::bigint, position FROM public.projection_checkpoints WHERE name = $1",
+    )
+    .bind(name)
+    .fetch_optional(connection)
+    .await?;
+    Ok(row.map_or(LogCursor::START, |(txid, position)| LogCursor { txid, position }))
+}
+
+async fn write_checkpoint(
+    connection: &mut PgConnection,
+    name: &str,
+    cursor: LogCursor,
+    applied: usize,
+) -> Result<(), ProjectionError> {
+    sqlx::query(
+        "INSERT INTO public.projection_checkpoints (name, txid, position, events, updated_at) \
+         VALUES ($1, $2::text::xid8, $3, $4, now()) \
+         ON CONFLICT (name) DO UPDATE SET txid = EXCLUDED.txid, position = EXCLUDED.position, \
+             events = projection_checkpoints.events + EXCLUDED.events, updated_at = now()",
+    )
+    .bind(name)
+    .bind(cursor.txid)
+    .bind(cursor.position)
+    .bind(i64::try_from(applied).unwrap_or(i64::MAX))
+    .execute(connection)
+    .await?;
+    Ok(())
+}
