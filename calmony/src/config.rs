@@ -13,7 +13,12 @@ pub struct DatabaseArgs {
     pub database_url: Option<String>,
 
     /// Where the managed PostgreSQL keeps its data.
-    #[arg(long, env = "CALMONY_DATA_DIR", global = true, default_value = ".calmony/data")]
+    #[arg(
+        long,
+        env = "CALMONY_DATA_DIR",
+        global = true,
+        default_value = ".calmony/data"
+    )]
     pub data_dir: PathBuf,
 
     /// PostgreSQL's bin directory (initdb, pg_ctl); found automatically when unset.
@@ -21,7 +26,12 @@ pub struct DatabaseArgs {
     pub pg_bin_dir: Option<PathBuf>,
 
     /// Upper bound on pooled database connections.
-    #[arg(long, env = "CALMONY_DB_MAX_CONNECTIONS", global = true, default_value_t = 32)]
+    #[arg(
+        long,
+        env = "CALMONY_DB_MAX_CONNECTIONS",
+        global = true,
+        default_value_t = 32
+    )]
     pub db_max_connections: u32,
 }
 

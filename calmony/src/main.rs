@@ -12,7 +12,11 @@ use event_store::database::Database;
 use crate::config::DatabaseArgs;
 
 #[derive(Debug, Parser)]
-#[command(name = "calmony", version, about = "Calmony Pay: an event-sourced payment layer")]
+#[command(
+    name = "calmony",
+    version,
+    about = "Calmony Pay: an event-sourced payment layer"
+)]
 struct Cli {
     #[command(flatten)]
     database: DatabaseArgs,
@@ -44,7 +48,10 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");

@@ -5,10 +5,10 @@ use std::time::Duration;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::EventUpcaster;
 use cqrs_es::{Aggregate, DomainEvent};
-use futures::future::BoxFuture;
 use event_store::store::{Appended, AsOf};
 use event_store::upcast::to_current_shape;
 use event_store::{AppendError, EventMetadata, EventStore, NewEvent, RecordedEvent, StoreError};
+use futures::future::BoxFuture;
 use sqlx::PgConnection;
 
 /// How many times a command is re-decided on fresh state after losing a race to another
@@ -104,10 +104,7 @@ impl CommandBus {
         aggregate_id: &str,
         as_of: AsOf,
     ) -> Result<(A, i64), CommandError<A::Error>> {
-        let events = self
-            .store
-            .load_stream(A::TYPE, aggregate_id, as_of)
-            .await?;
+        let events = self.store.load_stream(A::TYPE, aggregate_id, as_of).await?;
         let mut aggregate = A::default();
         let mut version = 0;
         for recorded in events {

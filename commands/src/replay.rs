@@ -40,6 +40,7 @@ async fn state_of<A: Aggregate>(
         .load::<A>(aggregate_id, as_of)
         .await
         .map_err(|error: CommandError<A::Error>| ReplayError::Load(error.to_string()))?;
-    let state = serde_json::to_value(&aggregate).map_err(|error| ReplayError::Load(error.to_string()))?;
+    let state =
+        serde_json::to_value(&aggregate).map_err(|error| ReplayError::Load(error.to_string()))?;
     Ok((state, version))
 }

@@ -240,7 +240,8 @@ impl Aggregate for Customer {
                 if !self.exists() {
                     return Err(CustomerError::NotFound);
                 }
-                sink.write(CustomerEvent::CustomerDeleted { at }, self).await;
+                sink.write(CustomerEvent::CustomerDeleted { at }, self)
+                    .await;
             }
         }
         Ok(())

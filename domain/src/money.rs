@@ -56,7 +56,9 @@ impl Currency {
     }
 
     fn entry(&self) -> Option<&'static (&'static str, u16, u8)> {
-        Self::KNOWN.iter().find(|(code, _, _)| code.as_bytes() == self.0)
+        Self::KNOWN
+            .iter()
+            .find(|(code, _, _)| code.as_bytes() == self.0)
     }
 
     pub fn numeric_code(&self) -> u16 {
@@ -151,9 +153,15 @@ mod tests {
 
     #[test]
     fn currencies_parse_case_insensitively_and_render_lowercase() {
-        assert_eq!(Currency::parse("GBP").map(|c| c.to_string()), Ok("gbp".into()));
+        assert_eq!(
+            Currency::parse("GBP").map(|c| c.to_string()),
+            Ok("gbp".into())
+        );
         assert_eq!(Currency::parse("gbp").map(|c| c.numeric_code()), Ok(826));
-        assert_eq!(Currency::parse("jpy").map(|c| c.minor_unit_exponent()), Ok(0));
+        assert_eq!(
+            Currency::parse("jpy").map(|c| c.minor_unit_exponent()),
+            Ok(0)
+        );
         assert!(Currency::parse("xxx").is_err());
     }
 

@@ -85,6 +85,23 @@ impl LogReader {
         Ok(hidden)
     }
 
+    /// Waits until every event committed so far is below the horizon (no older transaction
+    /// anywhere on the server is still running), up to `timeout`. Returns whether it got
+    /// there. The horizon is server-wide: a transaction open in another database holds it
+    /// back too.
+    pub async fn wait_until_final(&self, timeout: Duration) -> Result<bool, StoreError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if !self.has_hidden_events(LogCursor::START).await? {
+                return Ok(true);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// A live subscription from `after`: batches as soon as they are readable.
     pub async fn subscribe(
         &self,

@@ -109,10 +109,13 @@ fn rebuild_schema(name: &str) -> String {
 }
 
 async fn set_search_path(connection: &mut PgConnection, schema: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(&format!("SET LOCAL search_path TO {}, public", quoted(schema)))
-        .execute(connection)
-        .await
-        .map(|_| ())
+    sqlx::query(&format!(
+        "SET LOCAL search_path TO {}, public",
+        quoted(schema)
+    ))
+    .execute(connection)
+    .await
+    .map(|_| ())
 }
 
 async fn read_batch(
@@ -140,19 +143,20 @@ impl ProjectionRuntime {
             .bind(projection.name())
             .execute(&mut *transaction)
             .await?;
-        let exists: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
-        )
-        .bind(projection.name())
-        .fetch_one(&mut *transaction)
-        .await?;
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+                .bind(projection.name())
+                .fetch_one(&mut *transaction)
+                .await?;
         if !exists {
             create_schema(&mut transaction, projection, projection.name()).await?;
         }
-        sqlx::query("INSERT INTO public.projection_checkpoints (name) VALUES ($1) ON CONFLICT DO NOTHING")
-            .bind(projection.name())
-            .execute(&mut *transaction)
-            .await?;
+        sqlx::query(
+            "INSERT INTO public.projection_checkpoints (name) VALUES ($1) ON CONFLICT DO NOTHING",
+        )
+        .bind(projection.name())
+        .execute(&mut *transaction)
+        .await?;
         transaction.commit().await?;
         Ok(())
     }
@@ -176,13 +180,23 @@ impl ProjectionRuntime {
         };
         set_search_path(&mut transaction, projection.name()).await?;
         projection.apply(&mut transaction, &events).await?;
-        write_checkpoint(&mut transaction, projection.name(), last.cursor(), events.len()).await?;
+        write_checkpoint(
+            &mut transaction,
+            projection.name(),
+            last.cursor(),
+            events.len(),
+        )
+        .await?;
         transaction.commit().await?;
         Ok(events.len())
     }
 
     /// Applies batches until the projection has caught up with the readable log.
-    pub async fn catch_up(&self, projection: &dyn Projection, limit: i64) -> Result<u64, ProjectionError> {
+    pub async fn catch_up(
+        &self,
+        projection: &dyn Projection,
+        limit: i64,
+    ) -> Result<u64, ProjectionError> {
         let mut total = 0u64;
         loop {
             let applied = self.run_batch(projection, limit).await?;
@@ -241,9 +255,12 @@ impl ProjectionRuntime {
         let target = rebuild_schema(projection.name());
         {
             let mut transaction = self.pool.begin().await?;
-            sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", quoted(&target)))
-                .execute(&mut *transaction)
-                .await?;
+            sqlx::query(&format!(
+                "DROP SCHEMA IF EXISTS {} CASCADE",
+                quoted(&target)
+            ))
+            .execute(&mut *transaction)
+            .await?;
             create_schema(&mut transaction, projection, &target).await?;
             transaction.commit().await?;
         }
@@ -259,7 +276,8 @@ impl ProjectionRuntime {
         // Build while live reads and the live projection go on.
         loop {
             let mut transaction = self.pool.begin().await?;
-            let events = read_batch(&mut transaction, projection, cursor, REBUILD_BATCH_EVENTS).await?;
+            let events =
+                read_batch(&mut transaction, projection, cursor, REBUILD_BATCH_EVENTS).await?;
             let Some(last) = events.last() else {
                 transaction.rollback().await?;
                 break;
@@ -279,7 +297,8 @@ impl ProjectionRuntime {
             .execute(&mut *transaction)
             .await?;
         loop {
-            let events = read_batch(&mut transaction, projection, cursor, REBUILD_BATCH_EVENTS).await?;
+            let events =
+                read_batch(&mut transaction, projection, cursor, REBUILD_BATCH_EVENTS).await?;
             let Some(last) = events.last() else {
                 break;
             };
@@ -314,7 +333,10 @@ impl ProjectionRuntime {
         Ok(applied)
     }
 
-    pub async fn status(&self, projection: &dyn Projection) -> Result<ProjectionStatus, ProjectionError> {
+    pub async fn status(
+        &self,
+        projection: &dyn Projection,
+    ) -> Result<ProjectionStatus, ProjectionError> {
         let row: Option<(i64, i64, i64, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
             "SELECT txid::text::bigint, position, events, updated_at \
              FROM public.projection_checkpoints WHERE name = $1",
@@ -342,7 +364,10 @@ impl ProjectionRuntime {
     }
 
     /// How long a rebuild of `projection` takes right now, for benchmarks.
-    pub async fn timed_rebuild(&self, projection: &dyn Projection) -> Result<(u64, Duration), ProjectionError> {
+    pub async fn timed_rebuild(
+        &self,
+        projection: &dyn Projection,
+    ) -> Result<(u64, Duration), ProjectionError> {
         let started = Instant::now();
         let applied = self.rebuild(projection, |_, _| {}).await?;
         Ok((applied, started.elapsed()))
@@ -367,14 +392,20 @@ async fn create_schema(
     Ok(())
 }
 
-async fn read_checkpoint(connection: &mut PgConnection, name: &str) -> Result<LogCursor, ProjectionError> {
+async fn read_checkpoint(
+    connection: &mut PgConnection,
+    name: &str,
+) -> Result<LogCursor, ProjectionError> {
     let row: Option<(i64, i64)> = sqlx::query_as(
         "SELECT txid::text::bigint, position FROM public.projection_checkpoints WHERE name = $1",
     )
     .bind(name)
     .fetch_optional(connection)
     .await?;
-    Ok(row.map_or(LogCursor::START, |(txid, position)| LogCursor { txid, position }))
+    Ok(row.map_or(LogCursor::START, |(txid, position)| LogCursor {
+        txid,
+        position,
+    }))
 }
 
 async fn write_checkpoint(

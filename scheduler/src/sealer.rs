@@ -30,7 +30,11 @@ pub async fn run(sealer: Sealer, settings: SealerSettings) {
         match sealer.seal_all(settings.max_events_per_seal).await {
             Ok(seals) => {
                 if let Some(last) = seals.last() {
-                    tracing::debug!(seal = last.seal_number, seals = seals.len(), "sealed the log");
+                    tracing::debug!(
+                        seal = last.seal_number,
+                        seals = seals.len(),
+                        "sealed the log"
+                    );
                 }
             }
             Err(error) => tracing::warn!(%error, "sealing failed; retrying at the next tick"),
