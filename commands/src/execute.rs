@@ -13,7 +13,7 @@ use sqlx::PgConnection;
 
 /// How many times a command is re-decided on fresh state after losing a race to another
 /// writer of the same stream, before the conflict is reported.
-pub const MAX_CONFLICT_RETRIES: u32 = 8;
+pub const MAX_CONFLICT_RETRIES: u32 = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError<E: std::error::Error> {
