@@ -79,10 +79,14 @@ impl Database {
         Ok(Self { pool, url, managed })
     }
 
+    /// Closes the pool and stops the managed server if this process started it. One it
+    /// found already running (a `calmony serve` beside this CLI command) is left alone.
     pub async fn close(self) -> Result<(), DatabaseError> {
         self.pool.close().await;
         if let Some(server) = self.managed {
-            server.stop().await?;
+            if !server.adopted() {
+                server.stop().await?;
+            }
         }
         Ok(())
     }

@@ -120,7 +120,11 @@ impl TestDatabase {
         }
         let name = format!(
             "calmony_test_{}",
-            uuid::Uuid::new_v4().simple().to_string().get(..16).unwrap_or("x")
+            uuid::Uuid::new_v4()
+                .simple()
+                .to_string()
+                .get(..16)
+                .unwrap_or("x")
         );
         let create = if migrated {
             format!(
