@@ -1,1 +1,116 @@
-//! Shared helpers for the end-to-end tests.
+//! Shared helpers for the end-to-end tests: the real `calmony` binary as a child process.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The `calmony` binary of this build, built on first use.
+pub fn calmony_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        // Test executables live in <target>/<profile>/deps; the binary one level up.
+        let executable = std::env::current_exe().expect("test executable path");
+        let profile_dir = executable
+            .parent()
+            .and_then(Path::parent)
+            .expect("target profile directory");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args(["build", "-p", "calmony", "--bin", "calmony"]);
+        if profile_dir
+            .file_name()
+            .is_some_and(|name| name == "release")
+        {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build");
+        assert!(status.success(), "building calmony failed");
+        profile_dir.join("calmony")
+    })
+}
+
+/// A `calmony` command against the database at `database_url`.
+pub fn calmony(database_url: &str) -> Command {
+    let mut command = Command::new(calmony_binary());
+    command
+        .env("DATABASE_URL", database_url)
+        .env("CALMONY_LOG", "warn")
+        .stdin(Stdio::null());
+    command
+}
+
+/// Runs a CLI command to completion.
+pub fn run(database_url: &str, args: &[&str]) -> Output {
+    calmony(database_url)
+        .args(args)
+        .output()
+        .expect("run calmony")
+}
+
+pub fn stdout_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// `calmony serve` on a free port, killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub base_url: String,
+}
+
+impl Server {
+    pub fn start(database_url: &str, extra_env: &[(&str, &str)]) -> Server {
+        let mut command = calmony(database_url);
+        command
+            .args(["serve", "--addr", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (key, value) in extra_env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("spawn calmony serve");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let base_url = loop {
+            assert!(Instant::now() < deadline, "calmony serve did not start");
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(url) = line.strip_prefix("listening on ") {
+                        break url.trim().to_string();
+                    }
+                }
+                _ => panic!("calmony serve exited before listening"),
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, base_url }
+    }
+
+    /// SIGKILL: no shutdown code runs, as in a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Sends SIGKILL to a child.
+pub fn kill_hard(child: &mut Child) {
+    // SAFETY: kill(2) on a pid we own; it cannot affect memory safety.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGKILL);
+    }
+    let _ = child.wait();
+}
