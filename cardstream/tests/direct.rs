@@ -804,3 +804,31 @@ async fn strict_mode_applies_the_test_amount_ranges() {
         .expect("answered");
     assert_eq!(settled.state(), Some(TransactionState::Rejected));
 }
+
+#[tokio::test]
+async fn a_direct_request_with_a_callback_url_gets_a_signed_copy() {
+    let harness = Harness::start().await;
+    let mut site = MerchantSite::start().await;
+    let mut request = Fields::new();
+    request.set("merchantID", MERCHANT_ID);
+    request.set("action", "SALE");
+    request.set("type", "1");
+    request.set("amount", "1234");
+    request.set("currencyCode", "GBP");
+    request.set("countryCode", "826");
+    request.set("transactionUnique", unique("callback"));
+    request.set("cardNumber", "5301250070000191");
+    request.set("cardExpiryMonth", "1");
+    request.set(
+        "cardExpiryYear",
+        format!("{:02}", common::expiry_year() % 100),
+    );
+    request.set("threeDSRequired", "N");
+    request.set("callbackURL", format!("{}/direct-callback", site.base_url));
+    let response = harness.client.send(request).await.expect("answered");
+    assert_eq!(response.outcome(), Outcome::Approved);
+    let copy = Fields::parse(&site.next_post("/direct-callback").await);
+    let verified = verify(&copy, Some(SECRET)).expect("the copy is signed");
+    assert_eq!(verified.get("xref"), response.xref());
+    assert!(verified.get("cardNumber").is_none());
+}

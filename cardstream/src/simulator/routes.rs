@@ -17,7 +17,7 @@ use crate::fields::Fields;
 use crate::response::parse_amount_minor;
 use crate::signature::{self, SIGNATURE_FIELD};
 
-use super::engine::{authenticate, refusal, Channel, Context};
+use super::engine::{authenticate, echo, refusal, Channel, Context};
 use super::ledger::{random_token, set_result, HostedSession, Ledger, MAX_PENDING_BROWSER_STEPS};
 use super::pages::{format_amount, Page, PaymentSummary};
 use super::{SimulatedMerchant, SimulatorConfig};
@@ -115,7 +115,25 @@ async fn direct(State(shared): SharedState, headers: HeaderMap, body: Bytes) -> 
         }
         Err((merchant, refused)) => (merchant, refused),
     };
-    form_response(&sign_for(merchant, answer))
+    tracing::debug!(
+        action = request.get("action").unwrap_or(""),
+        response_code = answer.get("responseCode").unwrap_or(""),
+        "simulated Direct request"
+    );
+    let signed = sign_for(merchant, answer);
+    // The Direct integration also POSTs a copy to a callbackURL the request names (§1.3);
+    // only the request's own, so that a QUERY does not re-send an old transaction's copy.
+    let pending_challenge = signed.get("responseCode") == Some("65802");
+    if let (Some(callback_url), false) = (request.get_non_empty("callbackURL"), pending_challenge) {
+        if merchant.is_some() {
+            deliver_callback(
+                shared.http.clone(),
+                callback_url.to_string(),
+                signed.to_form_body(),
+            );
+        }
+    }
+    form_response(&signed)
 }
 
 async fn hosted_start(State(shared): SharedState, body: Bytes) -> Response {
@@ -164,7 +182,8 @@ async fn hosted_start(State(shared): SharedState, body: Bytes) -> Response {
             session_id.clone(),
             HostedSession {
                 merchant_id: merchant.merchant_id.clone(),
-                fields: verified.clone(),
+                // Card data has no business in a hosted request; never keep any that came.
+                fields: echo(&verified),
             },
         );
     }
