@@ -12,14 +12,10 @@ pub struct DatabaseArgs {
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     pub database_url: Option<String>,
 
-    /// Where the managed PostgreSQL keeps its data.
-    #[arg(
-        long,
-        env = "CALMONY_DATA_DIR",
-        global = true,
-        default_value = ".calmony/data"
-    )]
-    pub data_dir: PathBuf,
+    /// Where the managed PostgreSQL keeps its data [default: .calmony/data, or
+    /// /var/lib/calmony/data when PostgreSQL's account cannot reach that].
+    #[arg(long, env = "CALMONY_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
 
     /// PostgreSQL's bin directory (initdb, pg_ctl); found automatically when unset.
     #[arg(long, env = "CALMONY_PG_BIN_DIR", global = true)]
@@ -39,9 +35,17 @@ impl DatabaseArgs {
     pub fn settings(&self) -> DatabaseSettings {
         let location = match &self.database_url {
             Some(url) => DatabaseLocation::External { url: url.clone() },
-            None => DatabaseLocation::Managed {
-                data_dir: absolute(&self.data_dir),
-                bin_dir: self.pg_bin_dir.clone(),
+            None => match &self.data_dir {
+                Some(data_dir) => DatabaseLocation::Managed {
+                    data_dir: absolute(data_dir),
+                    fallback_data_dir: None,
+                    bin_dir: self.pg_bin_dir.clone(),
+                },
+                None => DatabaseLocation::Managed {
+                    data_dir: absolute(std::path::Path::new(".calmony/data")),
+                    fallback_data_dir: Some(PathBuf::from("/var/lib/calmony/data")),
+                    bin_dir: self.pg_bin_dir.clone(),
+                },
             },
         };
         DatabaseSettings {

@@ -23,6 +23,9 @@ pub enum DatabaseLocation {
     /// No URL: a PostgreSQL server we run from the machine's binaries, data kept in `data_dir`.
     Managed {
         data_dir: PathBuf,
+        /// Used instead when PostgreSQL's account cannot reach `data_dir` (a clone under a
+        /// private home directory, when we run as root).
+        fallback_data_dir: Option<PathBuf>,
         bin_dir: Option<PathBuf>,
     },
 }
@@ -62,14 +65,31 @@ impl Database {
     pub async fn open(settings: &DatabaseSettings) -> Result<Self, DatabaseError> {
         let (url, managed) = match &settings.location {
             DatabaseLocation::External { url } => (url.clone(), None),
-            DatabaseLocation::Managed { data_dir, bin_dir } => {
-                let server = ManagedPostgres::start(ManagedPostgresOptions {
+            DatabaseLocation::Managed {
+                data_dir,
+                fallback_data_dir,
+                bin_dir,
+            } => {
+                let options = |data_dir: &PathBuf| ManagedPostgresOptions {
                     data_dir: data_dir.clone(),
                     bin_dir: bin_dir.clone(),
                     port: None,
                     temporary: false,
-                })
-                .await?;
+                };
+                let server = match (
+                    ManagedPostgres::start(options(data_dir)).await,
+                    fallback_data_dir,
+                ) {
+                    (Err(ManagedPostgresError::DataDirUnreachable { .. }), Some(fallback)) => {
+                        tracing::warn!(
+                            wanted = %data_dir.display(),
+                            using = %fallback.display(),
+                            "PostgreSQL's account cannot reach the data directory; using the fallback"
+                        );
+                        ManagedPostgres::start(options(fallback)).await?
+                    }
+                    (started, _) => started?,
+                };
                 create_database_if_missing(&server.url("postgres"), MANAGED_DATABASE).await?;
                 (server.url(MANAGED_DATABASE), Some(server))
             }
