@@ -56,11 +56,17 @@ async fn concurrent_commands_on_one_stream_all_land_through_retries() {
         }));
     }
     for task in tasks {
-        task.await.unwrap().expect("every update lands after retrying on fresh state");
+        task.await
+            .unwrap()
+            .expect("every update lands after retrying on fresh state");
     }
     let (customer, version) = bus.load::<Customer>("cus_1", AsOf::Now).await.unwrap();
     assert_eq!(version, 1 + writers);
-    assert_eq!(customer.metadata.len(), writers as usize, "no update was lost");
+    assert_eq!(
+        customer.metadata.len(),
+        writers as usize,
+        "no update was lost"
+    );
 }
 
 #[tokio::test]

@@ -19,7 +19,11 @@ async fn write_streams(db: &TestDatabase, streams: usize, per_stream: i64, offse
                 event_type: "Changed".into(),
                 event_version: "1.0".into(),
                 payload: serde_json::json!({"n": sequence}),
-                metadata: EventMetadata::new(format!("proj_{}", stream % 3), Mode::Test, "system:test"),
+                metadata: EventMetadata::new(
+                    format!("proj_{}", stream % 3),
+                    Mode::Test,
+                    "system:test",
+                ),
             })
             .collect();
         let mut transaction = db.pool.begin().await.unwrap();
@@ -67,11 +71,15 @@ async fn batches_move_the_checkpoint_with_their_effect() {
     let status = runtime.status(&StreamIndex).await.unwrap();
     assert_eq!(status.events_applied, 7);
     assert_eq!(status.lag_events, 43);
-    let applied: i64 = sqlx::query_scalar("SELECT sum(event_count)::bigint FROM stream_index.streams")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    assert_eq!(applied, 7, "the table holds exactly the checkpoint's events");
+    let applied: i64 =
+        sqlx::query_scalar("SELECT sum(event_count)::bigint FROM stream_index.streams")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        applied, 7,
+        "the table holds exactly the checkpoint's events"
+    );
 
     runtime.catch_up(&StreamIndex, 7).await.unwrap();
     assert_eq!(runtime.status(&StreamIndex).await.unwrap().lag_events, 0);
@@ -87,7 +95,9 @@ async fn several_runners_never_apply_an_event_twice() {
     let mut runners = Vec::new();
     for _ in 0..4 {
         let runtime = ProjectionRuntime::new(db.pool.clone());
-        runners.push(tokio::spawn(async move { runtime.catch_up(&StreamIndex, 13).await }));
+        runners.push(tokio::spawn(async move {
+            runtime.catch_up(&StreamIndex, 13).await
+        }));
     }
     let mut total = 0;
     for runner in runners {
@@ -118,7 +128,10 @@ async fn rebuild_equals_live_and_reads_never_stop() {
                     .fetch_one(&pool)
                     .await
                     .expect("reads keep working during the rebuild");
-                assert!(count >= 300, "a reader saw a half-built table ({count} rows)");
+                assert!(
+                    count >= 300,
+                    "a reader saw a half-built table ({count} rows)"
+                );
                 reads += 1;
             }
             reads
@@ -168,13 +181,20 @@ async fn rebuild_equals_live_and_reads_never_stop() {
         .unwrap());
     runtime.catch_up(&StreamIndex, 100).await.unwrap();
     let rebuilt = index_rows(&db).await;
-    assert_eq!(rebuilt, expected_rows(&db).await, "rebuilt + caught up equals the log");
+    assert_eq!(
+        rebuilt,
+        expected_rows(&db).await,
+        "rebuilt + caught up equals the log"
+    );
     let untouched: Vec<Row> = rebuilt
         .iter()
         .filter(|row| live.iter().any(|old| old.1 == row.1))
         .cloned()
         .collect();
-    assert_eq!(untouched, live, "streams untouched during the rebuild read the same");
+    assert_eq!(
+        untouched, live,
+        "streams untouched during the rebuild read the same"
+    );
     let leftover: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'stream_index\\_\\_%'",
     )
