@@ -14,7 +14,8 @@ use crate::response::{GatewayResponse, MalformedResponse};
 use crate::signature::{self, SignatureError, SIGNATURE_FIELD};
 
 /// The merchant account's signature secret. `Debug` never prints it.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
 pub struct MerchantSecret(String);
 
 impl MerchantSecret {
@@ -33,7 +34,8 @@ impl fmt::Debug for MerchantSecret {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(default)]
 pub struct Timeouts {
     /// How long to wait for the TCP/TLS connection. A request that fails here was never sent.
     pub connect_timeout_ms: u64,
@@ -51,8 +53,10 @@ impl Default for Timeouts {
 }
 
 /// How to reach and authenticate to one Cardstream merchant account. The URLs are
-/// configurable because white labels and accounts get their own hosts (§1.1).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// configurable because white labels and accounts get their own hosts (§1.1). Deserialisable
+/// so that the binary can read it with the rest of its configuration; `Client::new`
+/// validates it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 pub struct Config {
     /// e.g. `https://gateway.cardstream.com/direct/`
     pub direct_url: String,
@@ -62,6 +66,7 @@ pub struct Config {
     pub secret: MerchantSecret,
     /// The merchant's location (`countryCode`), ISO-3166 numeric or alpha; `826` is the UK.
     pub country_code: String,
+    #[serde(default)]
     pub timeouts: Timeouts,
 }
 

@@ -832,3 +832,53 @@ async fn a_direct_request_with_a_callback_url_gets_a_signed_copy() {
     assert_eq!(verified.get("xref"), response.xref());
     assert!(verified.get("cardNumber").is_none());
 }
+
+#[tokio::test]
+async fn captured_payments_settle_by_themselves_after_the_configured_delay() {
+    let mut config = SimulatorConfig::demo();
+    config.settle_after_seconds = Some(3600);
+    let harness = Harness::start_with(config).await;
+    let client = &harness.client;
+    let paid = client
+        .sale(&sale(
+            PaymentSource::Card(card("pm_card_visa")),
+            900,
+            CaptureMode::Automatic,
+        ))
+        .await
+        .expect("answered");
+    let held = client
+        .sale(&sale(
+            PaymentSource::Card(card("pm_card_visa")),
+            901,
+            CaptureMode::Manual,
+        ))
+        .await
+        .expect("answered");
+    let xref = paid.xref().expect("an xref");
+    harness.advance_clock(3599).await;
+    assert_eq!(
+        client.query_by_xref(xref).await.expect("answered").state(),
+        Some(TransactionState::Captured)
+    );
+    harness.advance_clock(2).await;
+    assert_eq!(
+        client.query_by_xref(xref).await.expect("answered").state(),
+        Some(TransactionState::Accepted)
+    );
+    assert_eq!(
+        client
+            .query_by_xref(held.xref().expect("an xref"))
+            .await
+            .expect("answered")
+            .state(),
+        Some(TransactionState::Approved),
+        "a held payment is never settled"
+    );
+    // Settled now, so the refund is a REFUND_SALE.
+    let refund = client
+        .refund(xref, 900, &unique("refund"))
+        .await
+        .expect("refunded");
+    assert_eq!(refund.method, RefundMethod::RefundSale);
+}

@@ -33,12 +33,14 @@ use crate::client::{Config, MerchantSecret, Timeouts};
 pub const DEMO_SECRET: &str = "Circle4Take40Idea";
 
 /// A merchant account the simulator knows.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
 pub struct SimulatedMerchant {
     pub merchant_id: String,
     /// `None` for an account without signing: answers are then unsigned.
+    #[serde(default)]
     pub secret: Option<String>,
     /// Refuse unsigned requests (66087), as accounts that make signatures mandatory do.
+    #[serde(default = "signatures_required_by_default")]
     pub signature_required: bool,
 }
 
@@ -64,7 +66,10 @@ impl fmt::Debug for SimulatedMerchant {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Deserialisable so that `calmony cardstream-sim` can read it from its configuration;
+/// absent fields take the values of [`SimulatorConfig::demo`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default)]
 pub struct SimulatorConfig {
     pub merchants: Vec<SimulatedMerchant>,
     /// Apply Cardstream's test-amount ranges (§1.10) instead of per-card outcomes; 3-D
@@ -77,6 +82,16 @@ pub struct SimulatorConfig {
     /// request's `Host`.
     pub public_url: Option<String>,
     pub callback_timeout_ms: u64,
+}
+
+fn signatures_required_by_default() -> bool {
+    true
+}
+
+impl Default for SimulatorConfig {
+    fn default() -> Self {
+        Self::demo()
+    }
 }
 
 impl SimulatorConfig {
