@@ -40,7 +40,7 @@ impl ResponseCode {
     pub const THREE_DS_AUTHENTICATION_REQUIRED: Self = Self(65802);
     /// The 3-D Secure result does not meet the merchant's `threeDSCheckPref`.
     pub const THREE_DS_RESULT_NOT_ACCEPTED: Self = Self(65803);
-    /// Missing fields are `66048 + n`; an invalid one is its missing code + 256.
+    // Field errors: a missing field is `66048 + n`, an invalid one its missing code + 256.
     pub const INVALID_ACTION: Self = Self(66311);
     /// The guide says an amount outside the test ranges gives 66311 "Invalid Test Amount"
     /// although the arithmetic says 66312; we follow the guide (§1.10).
