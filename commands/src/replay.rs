@@ -2,6 +2,9 @@
 
 use cqrs_es::Aggregate;
 use domain::customer::Customer;
+use domain::payment_intent::PaymentIntent;
+use domain::payment_method::PaymentMethod;
+use domain::project::Project;
 use event_store::store::AsOf;
 
 use crate::execute::{CommandBus, CommandError};
@@ -15,7 +18,12 @@ pub enum ReplayError {
 }
 
 /// Every aggregate type that can be replayed.
-pub const KNOWN_TYPES: &[&str] = &[Customer::TYPE];
+pub const KNOWN_TYPES: &[&str] = &[
+    Customer::TYPE,
+    PaymentIntent::TYPE,
+    PaymentMethod::TYPE,
+    Project::TYPE,
+];
 
 /// The state of `aggregate_type/aggregate_id` as of `as_of`, as JSON, with the version it
 /// had then.
@@ -27,6 +35,9 @@ pub async fn replay(
 ) -> Result<(serde_json::Value, i64), ReplayError> {
     match aggregate_type {
         Customer::TYPE => state_of::<Customer>(bus, aggregate_id, as_of).await,
+        PaymentIntent::TYPE => state_of::<PaymentIntent>(bus, aggregate_id, as_of).await,
+        PaymentMethod::TYPE => state_of::<PaymentMethod>(bus, aggregate_id, as_of).await,
+        Project::TYPE => state_of::<Project>(bus, aggregate_id, as_of).await,
         other => Err(ReplayError::UnknownType(other.to_string())),
     }
 }

@@ -21,6 +21,9 @@ pub struct CustomerFields {
     pub description: Option<Option<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phone: Option<Option<String>>,
+    /// `invoice_settings.default_payment_method`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_payment_method: Option<Option<String>>,
     /// Keys to set (`Some`) or remove (`None`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, Option<String>>,
@@ -53,6 +56,8 @@ pub enum CustomerEvent {
         name: Option<String>,
         description: Option<String>,
         phone: Option<String>,
+        #[serde(default)]
+        default_payment_method: Option<String>,
         metadata: Metadata,
         created: i64,
     },
@@ -110,6 +115,7 @@ pub struct Customer {
     pub name: Option<String>,
     pub description: Option<String>,
     pub phone: Option<String>,
+    pub default_payment_method: Option<String>,
     pub metadata: Metadata,
     pub created: i64,
     pub deleted: bool,
@@ -217,6 +223,7 @@ impl Aggregate for Customer {
                     name: fields.name.flatten(),
                     description: fields.description.flatten(),
                     phone: fields.phone.flatten(),
+                    default_payment_method: fields.default_payment_method.flatten(),
                     metadata,
                     created: at,
                 };
@@ -255,10 +262,12 @@ impl Aggregate for Customer {
                 name,
                 description,
                 phone,
+                default_payment_method,
                 metadata,
                 created,
             } => {
                 self.id = customer_id;
+                self.default_payment_method = default_payment_method;
                 self.email = email;
                 self.name = name;
                 self.description = description;
@@ -272,6 +281,10 @@ impl Aggregate for Customer {
                     (&mut self.name, &changes.name),
                     (&mut self.description, &changes.description),
                     (&mut self.phone, &changes.phone),
+                    (
+                        &mut self.default_payment_method,
+                        &changes.default_payment_method,
+                    ),
                 ] {
                     if let Some(value) = change {
                         *target = value.clone();
@@ -298,6 +311,7 @@ mod tests {
             name: None,
             description: None,
             phone: None,
+            default_payment_method: None,
             metadata: Metadata::from([("plan".to_string(), "pro".to_string())]),
             created: 100,
         }

@@ -6,6 +6,9 @@
 
 pub mod customer;
 pub mod money;
+pub mod payment_intent;
+pub mod payment_method;
+pub mod project;
 pub mod upcasters;
 
 pub use money::{Currency, Money, MoneyError};
