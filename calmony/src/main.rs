@@ -4,6 +4,7 @@
 mod config;
 mod ledger_cli;
 mod projections_cli;
+mod projects_cli;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -34,6 +35,12 @@ enum Command {
     /// Read models: status, rebuild, or run them without the HTTP server.
     #[command(subcommand)]
     Projections(projections_cli::ProjectionsCommand),
+    /// Merchant projects.
+    #[command(subcommand)]
+    Projects(projects_cli::ProjectsCommand),
+    /// Secret API keys of a project.
+    #[command(subcommand)]
+    Keys(projects_cli::KeysCommand),
     /// The auditor's tools over the event log.
     #[command(subcommand)]
     Ledger(ledger_cli::LedgerCommand),
@@ -43,8 +50,9 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CALMONY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_env("CALMONY_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,sqlx::postgres::notice=warn")
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -80,6 +88,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Projections(command) => projections_cli::run(&database, command).await,
         Command::Ledger(command) => ledger_cli::run(&database, command).await,
+        Command::Projects(command) => projects_cli::run_projects(&database, command).await,
+        Command::Keys(command) => projects_cli::run_keys(&database, command).await,
     };
     // A managed server stops with us; an external one is left alone.
     if let Err(error) = database.close().await {

@@ -6,6 +6,8 @@
 //! or HTTP: a command is decided on the stream's own events, never on a read model.
 
 pub mod execute;
+pub mod idempotency;
+pub mod ids;
 pub mod replay;
 
 pub use execute::{CommandBus, CommandError, Executed};

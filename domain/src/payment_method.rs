@@ -29,6 +29,8 @@ pub struct BillingDetails {
     pub postal_code: Option<String>,
 }
 
+// Commands and events are short-lived values; boxing the card would only add noise.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PaymentMethodCommand {
     Create {
@@ -59,6 +61,7 @@ pub enum PaymentMethodCommand {
     },
 }
 
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PaymentMethodEvent {
     PaymentMethodCreated {

@@ -9,8 +9,11 @@
 //! Depends on `event-store` (the log) and `domain` (event shapes). Must never write events
 //! and never be read by the write side.
 
+pub mod api_keys;
+pub mod api_objects;
 pub mod runtime;
 pub mod stream_index;
+pub mod stripe;
 
 use std::sync::Arc;
 
@@ -18,7 +21,11 @@ pub use runtime::{Projection, ProjectionError, ProjectionRuntime, ProjectionStat
 
 /// Every projection the system runs, in the order they are created.
 pub fn all() -> Vec<Arc<dyn Projection>> {
-    vec![Arc::new(stream_index::StreamIndex)]
+    vec![
+        Arc::new(stream_index::StreamIndex),
+        Arc::new(api_keys::ApiKeys),
+        Arc::new(api_objects::ApiObjects::default()),
+    ]
 }
 
 /// The projection called `name`.

@@ -304,6 +304,10 @@ impl ProjectionRuntime {
             };
             set_search_path(&mut transaction, &target).await?;
             projection.apply(&mut transaction, &events).await?;
+            // The next read names `events`: back to the default path first.
+            sqlx::query("SET LOCAL search_path TO public")
+                .execute(&mut *transaction)
+                .await?;
             cursor = last.cursor();
             applied += events.len() as u64;
         }

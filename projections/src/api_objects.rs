@@ -1,0 +1,642 @@
+//! The API's read model: every Stripe object (customers, payment methods, payment intents,
+//! charges, refunds) as it is now, and every Stripe event with `data.object` as it was at
+//! that event. `/v1` reads answer from here, never from the log.
+//!
+//! It folds each stream's events through the domain aggregate's own `apply` (the state is
+//! kept per stream in `aggregates`), renders the Stripe shapes with [`crate::stripe`], and
+//! writes objects and events set-wise per batch.
+
+use std::collections::HashMap;
+
+use cqrs_es::persist::EventUpcaster;
+use cqrs_es::Aggregate;
+use domain::customer::{Customer, CustomerEvent};
+use domain::payment_intent::{PaymentIntent, PaymentIntentEvent};
+use domain::payment_method::{PaymentMethod, PaymentMethodEvent};
+use event_store::upcast::to_current_shape;
+use event_store::{EventMetadata, Mode, RecordedEvent};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+use sqlx::PgConnection;
+
+use crate::runtime::{Projection, ProjectionError};
+use crate::stripe;
+
+pub const NAME: &str = "api";
+
+pub struct ApiObjects {
+    upcasters: Vec<Box<dyn EventUpcaster>>,
+}
+
+impl Default for ApiObjects {
+    fn default() -> Self {
+        Self {
+            upcasters: domain::upcasters::all(),
+        }
+    }
+}
+
+/// One row of `objects`.
+#[derive(Debug, Clone)]
+struct ObjectRow {
+    id: String,
+    project: String,
+    livemode: bool,
+    object: &'static str,
+    customer: Option<String>,
+    payment_intent: Option<String>,
+    created: i64,
+    deleted: bool,
+    body: Value,
+}
+
+/// One row of `events`.
+#[derive(Debug, Clone)]
+struct EventRow {
+    id: String,
+    project: String,
+    livemode: bool,
+    event_type: &'static str,
+    created: i64,
+    position: i64,
+    body: Value,
+}
+
+/// The aggregates this read model follows, with their state during a batch.
+enum State {
+    Customer(Customer),
+    PaymentMethod(PaymentMethod),
+    PaymentIntent(PaymentIntent),
+}
+
+impl State {
+    fn new(aggregate_type: &str) -> Option<State> {
+        match aggregate_type {
+            Customer::TYPE => Some(State::Customer(Customer::default())),
+            PaymentMethod::TYPE => Some(State::PaymentMethod(PaymentMethod::default())),
+            PaymentIntent::TYPE => Some(State::PaymentIntent(PaymentIntent::default())),
+            _ => None,
+        }
+    }
+
+    fn load(aggregate_type: &str, state: Value) -> Result<Option<State>, serde_json::Error> {
+        Ok(match aggregate_type {
+            Customer::TYPE => Some(State::Customer(serde_json::from_value(state)?)),
+            PaymentMethod::TYPE => Some(State::PaymentMethod(serde_json::from_value(state)?)),
+            PaymentIntent::TYPE => Some(State::PaymentIntent(serde_json::from_value(state)?)),
+            _ => None,
+        })
+    }
+
+    fn to_json(&self) -> Result<Value, serde_json::Error> {
+        match self {
+            State::Customer(state) => serde_json::to_value(state),
+            State::PaymentMethod(state) => serde_json::to_value(state),
+            State::PaymentIntent(state) => serde_json::to_value(state),
+        }
+    }
+}
+
+fn decode<E: DeserializeOwned>(
+    event: &RecordedEvent,
+    upcasters: &[Box<dyn EventUpcaster>],
+) -> Result<E, ProjectionError> {
+    let current = to_current_shape(event, upcasters)
+        .map_err(|error| ProjectionError::bad_event(event, error))?;
+    serde_json::from_value(current.payload)
+        .map_err(|error| ProjectionError::bad_event(event, error))
+}
+
+/// Collects a batch's writes; later writes to the same object win.
+#[derive(Default)]
+struct Changes {
+    objects: HashMap<String, ObjectRow>,
+    events: Vec<EventRow>,
+}
+
+struct Context<'a> {
+    project: &'a str,
+    livemode: bool,
+    position: i64,
+    request: Value,
+}
+
+impl Changes {
+    fn object(&mut self, row: ObjectRow) {
+        self.objects.insert(row.id.clone(), row);
+    }
+
+    fn event(
+        &mut self,
+        context: &Context<'_>,
+        event_type: &'static str,
+        created: i64,
+        object: Value,
+        previous: Option<Value>,
+    ) {
+        let index = self
+            .events
+            .iter()
+            .filter(|event| event.position == context.position)
+            .count();
+        let id = stripe::event_id(context.position, index);
+        let mut data = json!({"object": object});
+        if let Some(previous) = previous {
+            data["previous_attributes"] = previous;
+        }
+        self.events.push(EventRow {
+            body: json!({
+                "id": id,
+                "object": "event",
+                "api_version": stripe::API_VERSION,
+                "created": created,
+                "data": data,
+                "livemode": context.livemode,
+                "pending_webhooks": 0,
+                "request": context.request,
+                "type": event_type,
+            }),
+            id,
+            project: context.project.to_string(),
+            livemode: context.livemode,
+            event_type,
+            created,
+            position: context.position,
+        });
+    }
+}
+
+fn customer_row(context: &Context<'_>, customer: &Customer) -> ObjectRow {
+    ObjectRow {
+        id: customer.id.clone(),
+        project: context.project.to_string(),
+        livemode: context.livemode,
+        object: "customer",
+        customer: Some(customer.id.clone()),
+        payment_intent: None,
+        created: customer.created,
+        deleted: customer.deleted,
+        body: stripe::customer(customer, context.livemode),
+    }
+}
+
+fn project_customer(
+    changes: &mut Changes,
+    context: &Context<'_>,
+    state: &mut Customer,
+    event: CustomerEvent,
+) {
+    let before = stripe::customer(state, context.livemode);
+    state.apply(event.clone());
+    let row = customer_row(context, state);
+    let after = row.body.clone();
+    changes.object(row);
+    match event {
+        CustomerEvent::CustomerCreated { created, .. } => {
+            changes.event(context, "customer.created", created, after, None)
+        }
+        CustomerEvent::CustomerUpdated { at, .. } => {
+            let previous = stripe::previous_attributes(&before, &after);
+            changes.event(context, "customer.updated", at, after, Some(previous))
+        }
+        CustomerEvent::CustomerDeleted { at } => {
+            changes.event(context, "customer.deleted", at, before, None)
+        }
+    }
+}
+
+fn project_payment_method(
+    changes: &mut Changes,
+    context: &Context<'_>,
+    state: &mut PaymentMethod,
+    event: PaymentMethodEvent,
+) {
+    let before = stripe::payment_method(state);
+    state.apply(event.clone());
+    let body = stripe::payment_method(state);
+    changes.object(ObjectRow {
+        id: state.id.clone(),
+        project: context.project.to_string(),
+        livemode: context.livemode,
+        object: "payment_method",
+        customer: state.customer.clone(),
+        payment_intent: None,
+        created: state.created,
+        deleted: false,
+        body: body.clone(),
+    });
+    match event {
+        PaymentMethodEvent::PaymentMethodAttached { at, .. } => {
+            changes.event(context, "payment_method.attached", at, body, None)
+        }
+        PaymentMethodEvent::PaymentMethodDetached { at, .. } => {
+            changes.event(context, "payment_method.detached", at, body, None)
+        }
+        PaymentMethodEvent::PaymentMethodUpdated { at, .. } => {
+            let previous = stripe::previous_attributes(&before, &body);
+            changes.event(context, "payment_method.updated", at, body, Some(previous))
+        }
+        PaymentMethodEvent::PaymentMethodCreated { .. }
+        | PaymentMethodEvent::PaymentMethodTokenRefreshed { .. } => {}
+    }
+}
+
+fn project_payment_intent(
+    changes: &mut Changes,
+    context: &Context<'_>,
+    state: &mut PaymentIntent,
+    event: PaymentIntentEvent,
+) {
+    use PaymentIntentEvent as Event;
+    state.apply(event.clone());
+    let intent_body = stripe::payment_intent(state);
+    changes.object(ObjectRow {
+        id: state.id.clone(),
+        project: context.project.to_string(),
+        livemode: context.livemode,
+        object: "payment_intent",
+        customer: state.customer.clone(),
+        payment_intent: Some(state.id.clone()),
+        created: state.created,
+        deleted: false,
+        body: intent_body.clone(),
+    });
+    for charge in &state.charges {
+        changes.object(ObjectRow {
+            id: charge.id.clone(),
+            project: context.project.to_string(),
+            livemode: context.livemode,
+            object: "charge",
+            customer: state.customer.clone(),
+            payment_intent: Some(state.id.clone()),
+            created: charge.created,
+            deleted: false,
+            body: stripe::charge(state, charge),
+        });
+    }
+    for refund in &state.refunds {
+        changes.object(ObjectRow {
+            id: refund.id.clone(),
+            project: context.project.to_string(),
+            livemode: context.livemode,
+            object: "refund",
+            customer: state.customer.clone(),
+            payment_intent: Some(state.id.clone()),
+            created: refund.created,
+            deleted: false,
+            body: stripe::refund(state, refund),
+        });
+    }
+    let charge_body = |charge_id: &str| {
+        state
+            .charges
+            .iter()
+            .find(|charge| charge.id == charge_id)
+            .map(|charge| stripe::charge(state, charge))
+            .unwrap_or(Value::Null)
+    };
+    let refund_body = |refund_id: &str| {
+        state
+            .refunds
+            .iter()
+            .find(|refund| refund.id == refund_id)
+            .map(|refund| stripe::refund(state, refund))
+            .unwrap_or(Value::Null)
+    };
+    match event {
+        Event::PaymentIntentCreated { created, .. } => changes.event(
+            context,
+            "payment_intent.created",
+            created,
+            intent_body,
+            None,
+        ),
+        Event::ChargeRequiresAction { at, .. } => changes.event(
+            context,
+            "payment_intent.requires_action",
+            at,
+            intent_body,
+            None,
+        ),
+        Event::ChargeSucceeded { charge_id, at, .. } => {
+            changes.event(
+                context,
+                "charge.succeeded",
+                at,
+                charge_body(&charge_id),
+                None,
+            );
+            changes.event(context, "payment_intent.succeeded", at, intent_body, None);
+        }
+        Event::ChargeAuthorized { charge_id, at, .. } => {
+            changes.event(
+                context,
+                "charge.succeeded",
+                at,
+                charge_body(&charge_id),
+                None,
+            );
+            changes.event(
+                context,
+                "payment_intent.amount_capturable_updated",
+                at,
+                intent_body,
+                None,
+            );
+        }
+        Event::ChargeFailed { charge_id, at, .. } => {
+            changes.event(context, "charge.failed", at, charge_body(&charge_id), None);
+            changes.event(
+                context,
+                "payment_intent.payment_failed",
+                at,
+                intent_body,
+                None,
+            );
+        }
+        Event::PaymentIntentCaptured { charge_id, at, .. } => {
+            changes.event(
+                context,
+                "charge.captured",
+                at,
+                charge_body(&charge_id),
+                None,
+            );
+            changes.event(context, "payment_intent.succeeded", at, intent_body, None);
+        }
+        Event::PaymentIntentCanceled { at, .. } => {
+            changes.event(context, "payment_intent.canceled", at, intent_body, None)
+        }
+        Event::RefundStarted { refund_id, at, .. } => {
+            changes.event(context, "refund.created", at, refund_body(&refund_id), None)
+        }
+        Event::RefundSucceeded { refund_id, at } => {
+            let charge_id = state
+                .refunds
+                .iter()
+                .find(|refund| refund.id == refund_id)
+                .map(|refund| refund.charge.clone())
+                .unwrap_or_default();
+            changes.event(
+                context,
+                "charge.refunded",
+                at,
+                charge_body(&charge_id),
+                None,
+            );
+            changes.event(context, "refund.updated", at, refund_body(&refund_id), None);
+        }
+        Event::RefundFailed { refund_id, at, .. } => {
+            changes.event(context, "refund.failed", at, refund_body(&refund_id), None)
+        }
+        Event::PaymentIntentUpdated { .. }
+        | Event::PaymentIntentConfirmed { .. }
+        | Event::ChargeAttemptStarted { .. } => {}
+    }
+}
+
+#[async_trait::async_trait]
+impl Projection for ApiObjects {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn schema_sql(&self) -> &'static str {
+        "CREATE TABLE aggregates (
+            aggregate_type text  NOT NULL,
+            aggregate_id   text  NOT NULL,
+            state          jsonb NOT NULL,
+            PRIMARY KEY (aggregate_type, aggregate_id)
+        );
+        CREATE TABLE objects (
+            id             text    PRIMARY KEY,
+            project        text    NOT NULL,
+            livemode       boolean NOT NULL,
+            object         text    NOT NULL,
+            customer       text,
+            payment_intent text,
+            created        bigint  NOT NULL,
+            deleted        boolean NOT NULL,
+            body           jsonb   NOT NULL
+        );
+        CREATE INDEX objects_list ON objects (project, livemode, object, created DESC, id DESC);
+        CREATE INDEX objects_by_customer ON objects (project, livemode, object, customer, created DESC, id DESC);
+        CREATE INDEX objects_by_intent ON objects (project, livemode, object, payment_intent, created DESC, id DESC);
+        CREATE TABLE stripe_events (
+            id        text    PRIMARY KEY,
+            project   text    NOT NULL,
+            livemode  boolean NOT NULL,
+            type      text    NOT NULL,
+            created   bigint  NOT NULL,
+            position  bigint  NOT NULL,
+            body      jsonb   NOT NULL
+        );
+        CREATE INDEX stripe_events_list ON stripe_events (project, livemode, created DESC, id DESC);
+        CREATE INDEX stripe_events_by_type ON stripe_events (project, livemode, type, created DESC, id DESC);"
+    }
+
+    async fn apply(
+        &self,
+        connection: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        let relevant: Vec<&RecordedEvent> = events
+            .iter()
+            .filter(|event| State::new(&event.aggregate_type).is_some())
+            .collect();
+        if relevant.is_empty() {
+            return Ok(());
+        }
+        let mut keys_types: Vec<&str> = Vec::new();
+        let mut keys_ids: Vec<&str> = Vec::new();
+        for event in &relevant {
+            keys_types.push(&event.aggregate_type);
+            keys_ids.push(&event.aggregate_id);
+        }
+        let stored: Vec<(String, String, Value)> = sqlx::query_as(
+            "SELECT a.aggregate_type, a.aggregate_id, a.state FROM aggregates a \
+             JOIN (SELECT DISTINCT * FROM UNNEST($1::text[], $2::text[]) AS k(t, i)) keys \
+               ON a.aggregate_type = keys.t AND a.aggregate_id = keys.i",
+        )
+        .bind(&keys_types)
+        .bind(&keys_ids)
+        .fetch_all(&mut *connection)
+        .await?;
+        let mut states: HashMap<(String, String), State> = HashMap::new();
+        for (aggregate_type, aggregate_id, state) in stored {
+            let loaded =
+                State::load(&aggregate_type, state).map_err(|error| ProjectionError::BadEvent {
+                    stream: format!("{aggregate_type}/{aggregate_id}"),
+                    sequence: 0,
+                    reason: format!("stored state does not load: {error}"),
+                })?;
+            if let Some(loaded) = loaded {
+                states.insert((aggregate_type, aggregate_id), loaded);
+            }
+        }
+
+        let mut changes = Changes::default();
+        for event in relevant {
+            let metadata: EventMetadata = event
+                .metadata()
+                .map_err(|error| ProjectionError::bad_event(event, error))?;
+            let context = Context {
+                project: &metadata.project,
+                livemode: metadata.mode == Some(Mode::Live),
+                position: event.position,
+                request: json!({"id": metadata.request_id, "idempotency_key": metadata.idempotency_key}),
+            };
+            let key = (event.aggregate_type.clone(), event.aggregate_id.clone());
+            if !states.contains_key(&key) {
+                let Some(fresh) = State::new(&event.aggregate_type) else {
+                    continue;
+                };
+                states.insert(key.clone(), fresh);
+            }
+            let Some(state) = states.get_mut(&key) else {
+                continue;
+            };
+            match state {
+                State::Customer(state) => project_customer(
+                    &mut changes,
+                    &context,
+                    state,
+                    decode(event, &self.upcasters)?,
+                ),
+                State::PaymentMethod(state) => project_payment_method(
+                    &mut changes,
+                    &context,
+                    state,
+                    decode(event, &self.upcasters)?,
+                ),
+                State::PaymentIntent(state) => project_payment_intent(
+                    &mut changes,
+                    &context,
+                    state,
+                    decode(event, &self.upcasters)?,
+                ),
+            }
+        }
+        write_states(connection, &states).await?;
+        write_objects(connection, changes.objects.into_values().collect()).await?;
+        write_events(connection, changes.events).await?;
+        Ok(())
+    }
+}
+
+async fn write_states(
+    connection: &mut PgConnection,
+    states: &HashMap<(String, String), State>,
+) -> Result<(), ProjectionError> {
+    let mut types = Vec::with_capacity(states.len());
+    let mut ids = Vec::with_capacity(states.len());
+    let mut bodies = Vec::with_capacity(states.len());
+    for ((aggregate_type, aggregate_id), state) in states {
+        types.push(aggregate_type.as_str());
+        ids.push(aggregate_id.as_str());
+        bodies.push(state.to_json().map_err(|error| ProjectionError::BadEvent {
+            stream: format!("{aggregate_type}/{aggregate_id}"),
+            sequence: 0,
+            reason: error.to_string(),
+        })?);
+    }
+    sqlx::query(
+        "INSERT INTO aggregates (aggregate_type, aggregate_id, state) \
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::jsonb[]) \
+         ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET state = EXCLUDED.state",
+    )
+    .bind(&types)
+    .bind(&ids)
+    .bind(&bodies)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+async fn write_objects(
+    connection: &mut PgConnection,
+    rows: Vec<ObjectRow>,
+) -> Result<(), ProjectionError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut ids = Vec::new();
+    let mut projects = Vec::new();
+    let mut livemodes = Vec::new();
+    let mut objects = Vec::new();
+    let mut customers = Vec::new();
+    let mut intents = Vec::new();
+    let mut created = Vec::new();
+    let mut deleted = Vec::new();
+    let mut bodies = Vec::new();
+    for row in rows {
+        ids.push(row.id);
+        projects.push(row.project);
+        livemodes.push(row.livemode);
+        objects.push(row.object);
+        customers.push(row.customer);
+        intents.push(row.payment_intent);
+        created.push(row.created);
+        deleted.push(row.deleted);
+        bodies.push(row.body);
+    }
+    sqlx::query(
+        "INSERT INTO objects (id, project, livemode, object, customer, payment_intent, created, deleted, body) \
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::boolean[], $4::text[], $5::text[], $6::text[], \
+                              $7::bigint[], $8::boolean[], $9::jsonb[]) \
+         ON CONFLICT (id) DO UPDATE SET customer = EXCLUDED.customer, \
+             payment_intent = EXCLUDED.payment_intent, deleted = EXCLUDED.deleted, body = EXCLUDED.body",
+    )
+    .bind(&ids)
+    .bind(&projects)
+    .bind(&livemodes)
+    .bind(&objects)
+    .bind(&customers)
+    .bind(&intents)
+    .bind(&created)
+    .bind(&deleted)
+    .bind(&bodies)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+async fn write_events(
+    connection: &mut PgConnection,
+    rows: Vec<EventRow>,
+) -> Result<(), ProjectionError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut ids = Vec::new();
+    let mut projects = Vec::new();
+    let mut livemodes = Vec::new();
+    let mut types = Vec::new();
+    let mut created = Vec::new();
+    let mut positions = Vec::new();
+    let mut bodies = Vec::new();
+    for row in rows {
+        ids.push(row.id);
+        projects.push(row.project);
+        livemodes.push(row.livemode);
+        types.push(row.event_type);
+        created.push(row.created);
+        positions.push(row.position);
+        bodies.push(row.body);
+    }
+    sqlx::query(
+        "INSERT INTO stripe_events (id, project, livemode, type, created, position, body) \
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::boolean[], $4::text[], $5::bigint[], \
+                              $6::bigint[], $7::jsonb[])",
+    )
+    .bind(&ids)
+    .bind(&projects)
+    .bind(&livemodes)
+    .bind(&types)
+    .bind(&created)
+    .bind(&positions)
+    .bind(&bodies)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
