@@ -8,6 +8,7 @@
 pub mod execute;
 pub mod idempotency;
 pub mod ids;
+pub mod payments;
 pub mod replay;
 
 pub use execute::{CommandBus, CommandError, Executed};

@@ -76,6 +76,9 @@ pub enum ChargeOutcome {
         redirect_url: String,
         /// The gateway's reference for continuing the authentication.
         authentication_reference: String,
+        /// Where the cardholder's browser must post `challenge_fields` (the issuer's ACS).
+        challenge_url: String,
+        challenge_fields: Vec<(String, String)>,
     },
 }
 
@@ -118,6 +121,10 @@ pub struct PaymentError {
 pub struct NextAction {
     pub redirect_url: String,
     pub authentication_reference: String,
+    #[serde(default)]
+    pub challenge_url: String,
+    #[serde(default)]
+    pub challenge_fields: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -615,6 +622,8 @@ impl Aggregate for PaymentIntent {
                     ChargeOutcome::RequiresAction {
                         redirect_url,
                         authentication_reference,
+                        challenge_url,
+                        challenge_fields,
                     } => {
                         if self.status == IntentStatus::RequiresAction {
                             return Ok(());
@@ -624,6 +633,8 @@ impl Aggregate for PaymentIntent {
                             next_action: NextAction {
                                 redirect_url,
                                 authentication_reference,
+                                challenge_url,
+                                challenge_fields,
                             },
                             at,
                         }
