@@ -2,6 +2,7 @@
 //! Without arguments it serves (what `cargo run` does).
 
 mod config;
+mod gateway_config;
 mod ledger_cli;
 mod projections_cli;
 mod projects_cli;
@@ -30,6 +31,15 @@ struct Cli {
 enum Command {
     /// Run the API server with its projections and workers (the default).
     Serve(serve::ServeArgs),
+    /// The Cardstream simulator alone (test cards, 3-D Secure, hosted page), as a process.
+    CardstreamSim {
+        #[arg(
+            long,
+            env = "CALMONY_CARDSTREAM_SIM_ADDR",
+            default_value = "127.0.0.1:8081"
+        )]
+        addr: std::net::SocketAddr,
+    },
     /// Apply the database migrations and exit.
     Migrate,
     /// Read models: status, rebuild, or run them without the HTTP server.
@@ -79,9 +89,14 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     let command = cli
         .command
         .unwrap_or(Command::Serve(serve::ServeArgs::from_env()));
+    // The simulator needs no database.
+    if let Command::CardstreamSim { addr } = command {
+        return serve::cardstream_simulator(addr).await;
+    }
     let database = Database::open(&cli.database.settings()).await?;
     let outcome = match command {
         Command::Serve(args) => serve::serve(&database, args).await,
+        Command::CardstreamSim { .. } => Ok(std::process::ExitCode::SUCCESS),
         Command::Migrate => {
             eprintln!("migrations applied");
             Ok(std::process::ExitCode::SUCCESS)

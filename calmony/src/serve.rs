@@ -1,14 +1,23 @@
-//! `calmony serve`: the HTTP API, every projection following the log, and the sealer.
+//! `calmony serve`: the HTTP API, every projection following the log, the sealer, the
+//! recovery of charges left open by a crash, and (unless configured otherwise) the Cardstream
+//! simulator on loopback for test mode.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Args;
+use commands::idempotency::{IdempotencyStore, DEFAULT_LEASE_MS};
+use commands::payments::{Gateways, PaymentService};
+use commands::CommandBus;
 use event_store::database::Database;
 use event_store::seal::Sealer;
+use event_store::EventStore;
 use projections::runtime::DEFAULT_BATCH_EVENTS;
 use projections::ProjectionRuntime;
+use read_api::http::rate_limit::RateLimitDefaults;
 use scheduler::sealer::SealerSettings;
+
+use crate::gateway_config::{client_config, GatewayArgs};
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -16,9 +25,29 @@ pub struct ServeArgs {
     #[arg(long, env = "CALMONY_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
 
+    /// The address browsers reach this server on (3-D Secure returns, hosted pages).
+    /// Default: http://<addr>.
+    #[arg(long, env = "CALMONY_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
     /// How often the sealer seals the log.
     #[arg(long, env = "CALMONY_SEAL_INTERVAL_MS", default_value_t = 5_000)]
     pub seal_interval_ms: u64,
+
+    /// Requests per second per live key.
+    #[arg(long, env = "CALMONY_RATE_LIMIT_LIVE", default_value_t = 100)]
+    pub rate_limit_live: u32,
+
+    /// Requests per second per test key.
+    #[arg(long, env = "CALMONY_RATE_LIMIT_TEST", default_value_t = 25)]
+    pub rate_limit_test: u32,
+
+    /// How long charge attempts may stay open before the recovery worker asks the gateway.
+    #[arg(long, env = "CALMONY_RECOVERY_AFTER_MS", default_value_t = 10_000)]
+    pub recovery_after_ms: u64,
+
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
 }
 
 impl ServeArgs {
@@ -54,9 +83,65 @@ pub async fn serve(database: &Database, args: ServeArgs) -> anyhow::Result<ExitC
         },
     ));
 
-    let app = read_api::router(read_api::AppState { pool });
+    // Test mode charges the simulator unless a test gateway is configured.
+    let (_simulator, test_config) = match &args.gateway.cardstream_test_url {
+        Some(url) => (
+            None,
+            client_config(
+                url,
+                &args.gateway.cardstream_test_merchant_id,
+                &args.gateway.cardstream_test_secret,
+            ),
+        ),
+        None => {
+            let simulator =
+                cardstream::simulator::spawn(cardstream::simulator::SimulatorConfig::demo())
+                    .await?;
+            tracing::info!(url = %simulator.direct_url(), "Cardstream simulator started for test mode");
+            let config = simulator.client_config(
+                &args.gateway.cardstream_test_merchant_id,
+                &args.gateway.cardstream_test_secret,
+            );
+            (Some(simulator), config)
+        }
+    };
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
     let local = listener.local_addr()?;
+    let gateways = Gateways {
+        test: cardstream::Client::new(test_config)?,
+        live: args
+            .gateway
+            .live_config()
+            .map(cardstream::Client::new)
+            .transpose()?,
+        public_url: args
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{local}")),
+        crash_after_approval: args.gateway.fault_crash_after_approval,
+    };
+    let bus = CommandBus::new(EventStore::new(pool.clone()), domain::upcasters::all());
+    let payments = PaymentService::new(bus, gateways);
+    workers.spawn(scheduler::recovery::run(
+        pool.clone(),
+        payments.clone(),
+        args.recovery_after_ms,
+    ));
+    let state = read_api::ApiState {
+        pool: pool.clone(),
+        payments,
+        idempotency: IdempotencyStore::new(pool.clone(), DEFAULT_LEASE_MS),
+        projections: runtime.clone(),
+    };
+    let app = read_api::router(
+        state,
+        read_api::ServerSettings {
+            rate_limits: RateLimitDefaults {
+                live_per_second: args.rate_limit_live,
+                test_per_second: args.rate_limit_test,
+            },
+        },
+    );
     tracing::info!(addr = %local, "calmony listening");
     // Tests and scripts read this line to find the port when --addr ends in :0.
     println!("listening on http://{local}");
@@ -64,6 +149,18 @@ pub async fn serve(database: &Database, args: ServeArgs) -> anyhow::Result<ExitC
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     workers.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `calmony cardstream-sim`: the simulator alone, as its own process.
+pub async fn cardstream_simulator(addr: SocketAddr) -> anyhow::Result<ExitCode> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    println!("listening on http://{local}");
+    tokio::select! {
+        served = cardstream::simulator::serve(listener, cardstream::simulator::SimulatorConfig::demo()) => served?,
+        _ = shutdown_signal() => {}
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -166,6 +166,17 @@ fn non_negative(amount: i64) -> u64 {
     u64::try_from(amount).unwrap_or(0)
 }
 
+/// What a refund asks for; `refund_id` is chosen by the caller so it can render the
+/// refund in the same transaction as its outcome.
+#[derive(Debug, Clone)]
+pub struct RefundRequest {
+    pub refund_id: String,
+    /// `None`: everything still refundable.
+    pub amount: Option<i64>,
+    pub reason: Option<String>,
+    pub metadata: Metadata,
+}
+
 #[derive(Clone)]
 pub struct PaymentService {
     bus: CommandBus,
@@ -758,15 +769,20 @@ impl PaymentService {
         &self,
         actor: &Actor,
         intent_id: &str,
-        amount: Option<i64>,
-        reason: Option<String>,
-        metadata: Metadata,
+        request: RefundRequest,
         final_step: W,
-    ) -> Result<(Executed<PaymentIntent, W::Output>, String), FinalStepError<W::Error>>
+    ) -> Result<Executed<PaymentIntent, W::Output>, FinalStepError<W::Error>>
     where
         W: InTransaction<PaymentIntent>,
     {
-        let refund_id = ids::new_id("re");
+        self.load_owned::<PaymentIntent>(actor, "payment_intent", intent_id)
+            .await?;
+        let RefundRequest {
+            refund_id,
+            amount,
+            reason,
+            metadata,
+        } = request;
         let started = self
             .bus
             .execute::<PaymentIntent>(
@@ -812,8 +828,7 @@ impl PaymentService {
             }
             Err(error) => (false, Some(error.to_string())),
         };
-        let executed = self
-            .bus
+        self.bus
             .execute_with::<PaymentIntent, W>(
                 intent_id,
                 PaymentIntentCommand::RecordRefundOutcome {
@@ -827,8 +842,7 @@ impl PaymentService {
                 final_step,
             )
             .await
-            .map_err(from_execute)?;
-        Ok((executed, refund_id))
+            .map_err(from_execute)
     }
 
     /// Resolves one intent's attempt left open (a crash between the gateway's answer and

@@ -27,11 +27,21 @@ pub enum StoreError {
     Sql(#[from] sqlx::Error),
 }
 
-/// The position and version each appended event received.
+/// Where each appended event landed: its place in the log and its stream version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
+    pub txid: i64,
     pub position: i64,
     pub sequence: i64,
+}
+
+impl Appended {
+    pub fn cursor(&self) -> crate::log::LogCursor {
+        crate::log::LogCursor {
+            txid: self.txid,
+            position: self.position,
+        }
+    }
 }
 
 /// How far into a stream's history to load.
@@ -89,14 +99,14 @@ impl EventStore {
             payloads.push(event.payload.to_string());
             metadata.push(serde_json::to_string(&event.metadata)?);
         }
-        let inserted: Result<Vec<(i64, i64)>, sqlx::Error> = sqlx::query_as(
+        let inserted: Result<Vec<(i64, i64, i64)>, sqlx::Error> = sqlx::query_as(
             "INSERT INTO events \
                  (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
              SELECT t, i, s, e, v, p::json, m::json \
              FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[]) \
                   WITH ORDINALITY AS batch(t, i, s, e, v, p, m, n) \
              ORDER BY n \
-             RETURNING position, sequence",
+             RETURNING txid::text::bigint, position, sequence",
         )
         .bind(&aggregate_types)
         .bind(&aggregate_ids)
@@ -110,7 +120,11 @@ impl EventStore {
         match inserted {
             Ok(rows) => Ok(rows
                 .into_iter()
-                .map(|(position, sequence)| Appended { position, sequence })
+                .map(|(txid, position, sequence)| Appended {
+                    txid,
+                    position,
+                    sequence,
+                })
                 .collect()),
             Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("23505") => {
                 let first = &events[0];

@@ -59,6 +59,7 @@ struct EventRow {
     event_type: &'static str,
     created: i64,
     position: i64,
+    ordinal: i64,
     body: Value,
 }
 
@@ -162,6 +163,7 @@ impl Changes {
             event_type,
             created,
             position: context.position,
+            ordinal: context.position * 16 + i64::try_from(index).unwrap_or(15).min(15),
         });
     }
 }
@@ -429,9 +431,12 @@ impl Projection for ApiObjects {
             type      text    NOT NULL,
             created   bigint  NOT NULL,
             position  bigint  NOT NULL,
+            -- position * 16 + index among the Stripe events of one ledger event: the order
+            -- in which they happened
+            ordinal   bigint  NOT NULL,
             body      jsonb   NOT NULL
         );
-        CREATE INDEX stripe_events_list ON stripe_events (project, livemode, created DESC, id DESC);
+        CREATE INDEX stripe_events_list ON stripe_events (project, livemode, created DESC, ordinal DESC);
         CREATE INDEX stripe_events_by_type ON stripe_events (project, livemode, type, created DESC, id DESC);"
     }
 
@@ -614,6 +619,7 @@ async fn write_events(
     let mut types = Vec::new();
     let mut created = Vec::new();
     let mut positions = Vec::new();
+    let mut ordinals = Vec::new();
     let mut bodies = Vec::new();
     for row in rows {
         ids.push(row.id);
@@ -622,12 +628,13 @@ async fn write_events(
         types.push(row.event_type);
         created.push(row.created);
         positions.push(row.position);
+        ordinals.push(row.ordinal);
         bodies.push(row.body);
     }
     sqlx::query(
-        "INSERT INTO stripe_events (id, project, livemode, type, created, position, body) \
+        "INSERT INTO stripe_events (id, project, livemode, type, created, position, ordinal, body) \
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::boolean[], $4::text[], $5::bigint[], \
-                              $6::bigint[], $7::jsonb[])",
+                              $6::bigint[], $7::bigint[], $8::jsonb[])",
     )
     .bind(&ids)
     .bind(&projects)
@@ -635,6 +642,7 @@ async fn write_events(
     .bind(&types)
     .bind(&created)
     .bind(&positions)
+    .bind(&ordinals)
     .bind(&bodies)
     .execute(connection)
     .await?;

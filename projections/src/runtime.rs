@@ -337,6 +337,37 @@ impl ProjectionRuntime {
         Ok(applied)
     }
 
+    /// Waits until `name` has applied the event at `cursor` (read-your-writes for the API:
+    /// a write answers once a read would see it). Returns whether it did within `timeout`.
+    pub async fn wait_until_applied(
+        &self,
+        name: &str,
+        cursor: LogCursor,
+        timeout: Duration,
+    ) -> Result<bool, ProjectionError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let applied: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM public.projection_checkpoints \
+                 WHERE name = $1 AND (txid, position) >= ($2::text::xid8, $3))",
+            )
+            .bind(name)
+            .bind(cursor.txid)
+            .bind(cursor.position)
+            .fetch_one(&self.pool)
+            .await?;
+            if applied {
+                return Ok(true);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+
     pub async fn status(
         &self,
         projection: &dyn Projection,

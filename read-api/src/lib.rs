@@ -1,29 +1,42 @@
-//! The HTTP surface. Today: health. With the payment API: the Stripe-shaped `/v1` routes
-//! (queries answered from projections, commands sent through `commands`) and the HTML
-//! pages (maud).
+//! The HTTP surface: the Stripe-shaped `/v1` API (reads answered from the read model,
+//! writes sent through `commands` with idempotency) and, later, the HTML pages (maud).
 //!
 //! Depends on `commands`, `projections`, `event-store` and `domain`; nothing depends on it
 //! but the binary.
+
+pub mod http;
+pub mod keys;
+pub mod v1;
+
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use sqlx::PgPool;
 
-#[derive(Clone)]
-pub struct AppState {
-    pub pool: PgPool,
+use crate::http::middleware::{apply_conventions, ConventionsConfig};
+use crate::http::rate_limit::{KeyRateLimiter, RateLimitDefaults};
+pub use crate::v1::ApiState;
+
+/// Everything the server needs to build its routes.
+pub struct ServerSettings {
+    pub rate_limits: RateLimitDefaults,
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
+pub fn router(state: ApiState, settings: ServerSettings) -> Router {
+    let resolver = Arc::new(keys::DatabaseKeys::new(state.pool.clone()));
+    let limiter = Arc::new(KeyRateLimiter::new(settings.rate_limits));
+    let api = http::auth::require_api_key(v1::routes(), resolver, limiter);
+    let app = Router::new()
         .route("/healthz", get(health))
-        .with_state(state)
+        .merge(api)
+        .with_state(state);
+    apply_conventions(app, &ConventionsConfig::default())
 }
 
 /// 200 when the database answers, 503 when it does not.
-async fn health(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
+async fn health(State(state): State<ApiState>) -> (StatusCode, Json<serde_json::Value>) {
     match sqlx::query_scalar::<_, i32>("SELECT 1")
         .fetch_one(&state.pool)
         .await

@@ -1,0 +1,102 @@
+//! The Stripe-shaped `/v1` API: writes run commands (with idempotency), reads answer from
+//! the API read model.
+
+pub mod customers;
+pub mod events;
+pub mod payment_intents;
+pub mod payment_methods;
+pub mod read_model;
+pub mod refunds;
+pub mod write;
+
+use axum::routing::{get, post};
+use axum::Router;
+use commands::idempotency::IdempotencyStore;
+use commands::payments::PaymentService;
+use projections::ProjectionRuntime;
+use sqlx::PgPool;
+
+use crate::http::auth::AuthenticatedKey;
+use crate::http::error::ApiError;
+use crate::http::form::Params;
+use read_model::Scope;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub pool: PgPool,
+    pub payments: PaymentService,
+    pub idempotency: IdempotencyStore,
+    pub projections: ProjectionRuntime,
+}
+
+pub fn scope(key: &AuthenticatedKey) -> Scope {
+    Scope {
+        project: key.project_id.clone(),
+        livemode: key.mode.is_live(),
+    }
+}
+
+/// The query string of a GET, parsed with the same rules as form bodies.
+pub fn query_params(query: Option<&str>) -> Result<Params, ApiError> {
+    Params::parse(&[query.unwrap_or("").as_bytes()])
+}
+
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route(
+            "/v1/customers",
+            post(customers::create).get(customers::list),
+        )
+        .route(
+            "/v1/customers/{id}",
+            get(customers::retrieve)
+                .post(customers::update)
+                .delete(customers::delete),
+        )
+        .route(
+            "/v1/customers/{id}/payment_methods",
+            get(customers::list_payment_methods),
+        )
+        .route(
+            "/v1/payment_methods",
+            post(payment_methods::create).get(payment_methods::list),
+        )
+        .route(
+            "/v1/payment_methods/{id}",
+            get(payment_methods::retrieve).post(payment_methods::update),
+        )
+        .route(
+            "/v1/payment_methods/{id}/attach",
+            post(payment_methods::attach),
+        )
+        .route(
+            "/v1/payment_methods/{id}/detach",
+            post(payment_methods::detach),
+        )
+        .route(
+            "/v1/payment_intents",
+            post(payment_intents::create).get(payment_intents::list),
+        )
+        .route(
+            "/v1/payment_intents/{id}",
+            get(payment_intents::retrieve).post(payment_intents::update),
+        )
+        .route(
+            "/v1/payment_intents/{id}/confirm",
+            post(payment_intents::confirm),
+        )
+        .route(
+            "/v1/payment_intents/{id}/capture",
+            post(payment_intents::capture),
+        )
+        .route(
+            "/v1/payment_intents/{id}/cancel",
+            post(payment_intents::cancel),
+        )
+        .route("/v1/refunds", post(refunds::create).get(refunds::list))
+        .route("/v1/refunds/{id}", get(refunds::retrieve))
+        .route("/v1/charges", get(refunds::list_charges))
+        .route("/v1/charges/{id}", get(refunds::retrieve_charge))
+        .route("/v1/events", get(events::list))
+        .route("/v1/events/{id}", get(events::retrieve))
+}
