@@ -12,7 +12,7 @@
 //!
 //! Wiring (the binary or `read_api::router`):
 //!
-//! ```ignore
+//! ```text
 //! let v1 = http::auth::require_api_key(v1_routes.with_state(state), resolver, rate_limiter);
 //! let app = http::apply_conventions(Router::new().nest("/v1", v1).route("/healthz", …),
 //!                                   &http::ConventionsConfig::default());
