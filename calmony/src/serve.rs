@@ -46,6 +46,11 @@ pub struct ServeArgs {
     #[arg(long, env = "CALMONY_RECOVERY_AFTER_MS", default_value_t = 10_000)]
     pub recovery_after_ms: u64,
 
+    /// How long an idempotency key stays claimed by a request that never finished (a
+    /// crash) before a retry may take it over. Longer than any request may run.
+    #[arg(long, env = "CALMONY_IDEMPOTENCY_LEASE_MS", default_value_t = DEFAULT_LEASE_MS)]
+    pub idempotency_lease_ms: u64,
+
     #[command(flatten)]
     pub gateway: GatewayArgs,
 }
@@ -130,7 +135,7 @@ pub async fn serve(database: &Database, args: ServeArgs) -> anyhow::Result<ExitC
     let state = read_api::ApiState {
         pool: pool.clone(),
         payments,
-        idempotency: IdempotencyStore::new(pool.clone(), DEFAULT_LEASE_MS),
+        idempotency: IdempotencyStore::new(pool.clone(), args.idempotency_lease_ms),
         projections: runtime.clone(),
     };
     let app = read_api::router(

@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use event_store::log::{read_headers_after, SubscriptionSettings};
+use event_store::log::SubscriptionSettings;
 use event_store::test_harness::TestDatabase;
-use event_store::{EventMetadata, EventStore, LogCursor, LogReader, Mode, NewEvent};
+use event_store::{EventMetadata, EventStore, LogCursor, LogReader, Mode, NewEvent, RecordedEvent};
 use hdrhistogram::Histogram;
 use projections::runtime::REBUILD_BATCH_EVENTS;
 use projections::stream_index::StreamIndex;
@@ -51,6 +51,21 @@ const LAG_MAX_RATE_SECONDS: u64 = 5;
 /// How long the subscriber may take to see the last events after the writers stop.
 const LAG_DRAIN_TIMEOUT_MS: u64 = 10_000;
 const LAG_P99_TARGET_MS: f64 = 50.0;
+/// How often the lag run looks for outside transactions holding the log's horizon back.
+const HORIZON_SAMPLE_INTERVAL_MS: u64 = 5;
+/// The log's horizon is server-wide: any transaction with an xid, in any database, hides
+/// every event with a later xid until it ends. This names the oldest such transaction that
+/// is not one of the benchmark's own writers (client sessions of this database), with its
+/// xid (32 bits, without the epoch).
+const OUTSIDE_HORIZON_HOLDERS_SQL: &str = "\
+    SELECT backend_xid::text::bigint, \
+           coalesce(datname, '-') || ' ' || backend_type || ': ' \
+           || left(regexp_replace(coalesce(query, ''), '\\s+', ' ', 'g'), 60) \
+    FROM pg_stat_activity \
+    WHERE backend_xid IS NOT NULL \
+      AND (datname IS DISTINCT FROM current_database() OR backend_type <> 'client backend') \
+    ORDER BY age(backend_xid) DESC \
+    LIMIT 1";
 /// Histogram bounds, in microseconds: 1 µs to 10 minutes.
 const HISTOGRAM_MAX_MICROS: u64 = 600_000_000;
 
@@ -104,20 +119,21 @@ fn main() -> BenchResult<()> {
         .skip(1)
         .filter(|argument| !argument.starts_with("--"))
         .collect();
-    let mut sections = Vec::new();
-    for name in &requested {
-        match Section::ALL.iter().find(|section| section.name() == name) {
-            Some(section) => sections.push(*section),
-            None => {
-                return Err(
-                    format!("unknown section {name:?}: choose from append, rebuild, lag").into(),
-                )
-            }
-        }
+    if let Some(unknown) = requested
+        .iter()
+        .find(|name| !Section::ALL.iter().any(|section| section.name() == *name))
+    {
+        return Err(
+            format!("unknown section {unknown:?}: choose from append, rebuild, lag").into(),
+        );
     }
-    if sections.is_empty() {
-        sections = Section::ALL.to_vec();
-    }
+    // Always in this order: the lag section reuses the rebuild's million-event log.
+    let sections: Vec<Section> = Section::ALL
+        .into_iter()
+        .filter(|section| {
+            requested.is_empty() || requested.iter().any(|name| name == section.name())
+        })
+        .collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -128,12 +144,16 @@ async fn run(sections: &[Section]) -> BenchResult<()> {
     let started = Instant::now();
     describe_server().await?;
     let mut summary = Vec::new();
+    let mut filled_log = None;
     for section in sections {
         match section {
             Section::Append => append_section(&mut summary).await?,
-            Section::Rebuild => rebuild_section(&mut summary).await?,
-            Section::Lag => lag_section(&mut summary).await?,
+            Section::Rebuild => filled_log = Some(rebuild_section(&mut summary).await?),
+            Section::Lag => lag_section(&mut summary, filled_log.as_ref()).await?,
         }
+    }
+    if let Some(database) = filled_log {
+        close(database).await;
     }
     print_summary(&summary);
     println!(
@@ -154,7 +174,8 @@ async fn describe_server() -> BenchResult<()> {
     let cores = std::thread::available_parallelism().map_or(0, |cores| cores.get());
     println!(
         "ledger benchmark: PostgreSQL {version} (synchronous_commit={synchronous_commit}, \
-         shared_buffers={shared_buffers}), client and server sharing {cores} cores"
+         shared_buffers={shared_buffers}), client and server sharing {cores} cores, load average {}",
+        load_average()
     );
     close(database).await;
     Ok(())
@@ -204,7 +225,11 @@ async fn append_section(summary: &mut Vec<SummaryRow>) -> BenchResult<()> {
             "   {concurrency:>11} | {ours:>14.0} | {:>14.0} | {ratio:>11.2}",
             pgbench.events_per_second
         );
-        println!("     pgbench: {}", pgbench.command);
+        println!(
+            "     pgbench: {}   (load average {})",
+            pgbench.command,
+            load_average()
+        );
         if pgbench.failed_transactions > 0 {
             println!(
                 "     warning: pgbench reported {} failed transactions",
@@ -445,23 +470,31 @@ FROM generate_series($1::bigint, $2::bigint) AS n,
 ORDER BY n
 "#;
 
-/// The query of `event_store::log::read_headers_after`, with the cursor and limit inlined,
-/// for EXPLAIN: keep the two in step.
-fn headers_query(after: LogCursor, limit: i64) -> String {
+/// How `event_store::log::read_headers_after` orders the log today. `txid` there names the
+/// select list's `txid::text::bigint AS txid`, not the column: PostgreSQL resolves a bare
+/// ORDER BY name to an output column first, so no index matches and every read sorts all the
+/// events after the cursor.
+const CURRENT_ORDER_BY: &str = "ORDER BY txid, position";
+/// The same order on the table's columns, which the `events_log_order` index serves.
+const PROPOSED_ORDER_BY: &str = "ORDER BY events.txid, events.position";
+
+/// The query of `read_headers_after` (keep the two in step) with `order_by`; the cursor and
+/// limit are SQL text: `$1`.. placeholders, or literals for EXPLAIN.
+fn headers_sql(order_by: &str, metadata: &str, txid: &str, position: &str, limit: &str) -> String {
     format!(
         "SELECT position, txid::text::bigint AS txid, aggregate_type, aggregate_id, sequence, \
-                event_type, event_version, '' AS payload, metadata::text AS metadata, recorded_at, \
+                event_type, event_version, '' AS payload, {metadata}, recorded_at, \
                 '\\x'::bytea AS prev_hash, '\\x'::bytea AS hash \
          FROM events \
-         WHERE (txid, position) > ('{}'::text::xid8, {}) \
+         WHERE (txid, position) > ({txid}::text::xid8, {position}) \
            AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
-         ORDER BY txid, position \
-         LIMIT {limit}",
-        after.txid, after.position
+         {order_by} \
+         LIMIT {limit}"
     )
 }
 
-async fn rebuild_section(summary: &mut Vec<SummaryRow>) -> BenchResult<()> {
+/// Returns the filled database, for the lag section to measure over a long log.
+async fn rebuild_section(summary: &mut Vec<SummaryRow>) -> BenchResult<TestDatabase> {
     println!(
         "\n== 2. Rebuild of the stream index over {REBUILD_EVENTS} events \
          ({FILL_EVENTS_PER_STREAM} per stream)"
@@ -545,24 +578,260 @@ async fn rebuild_section(summary: &mut Vec<SummaryRow>) -> BenchResult<()> {
     );
 
     profile_rebuild(&pool, elapsed).await?;
-    close(database).await;
-    Ok(())
+    Ok(database)
 }
 
-/// Where a rebuild's time goes: the same loop as `ProjectionRuntime::rebuild`, timed step by
-/// step, into a scratch schema; then the server's side of the read query alone.
+/// Where a rebuild's time goes: the rebuild's own loop, timed step by step into a scratch
+/// schema, once with today's read and once with the proposed ORDER BY; then the server's
+/// side of one read of each (EXPLAIN ANALYZE runs the query but sends no rows).
 async fn profile_rebuild(pool: &PgPool, rebuild_elapsed: Duration) -> BenchResult<()> {
-    println!("   profile (same loop as the rebuild, timed per step, into a scratch schema):");
     let counting = Instant::now();
     let _: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM events WHERE txid < pg_snapshot_xmin(pg_current_snapshot())",
     )
     .fetch_one(pool)
     .await?;
-    let count_elapsed = counting.elapsed();
+    println!(
+        "   profile: the rebuild's first step, count(*) of readable events: {:.0} ms; then its \
+         batch loop, timed per step, into a scratch schema:",
+        counting.elapsed().as_secs_f64() * 1000.0
+    );
+    let mut middle_cursor = LogCursor::START;
+    for variant in REPLAY_VARIANTS {
+        let cpu_before = CpuUse::measure(pool).await?;
+        let replay = replay_rebuild(pool, variant).await?;
+        let cpu = CpuUse::measure(pool).await?.since(&cpu_before);
+        middle_cursor = replay.middle_cursor;
+        println!(
+            "     {}: {} batches of up to {REBUILD_BATCH_EVENTS}, {:.0} ms = {:.0} events/s; \
+             CPU: benchmark process {:.0} ms, its database's server backends {}",
+            variant.label,
+            replay.batches,
+            replay.elapsed.as_secs_f64() * 1000.0,
+            REBUILD_EVENTS as f64 / replay.elapsed.as_secs_f64(),
+            cpu.client.as_secs_f64() * 1000.0,
+            cpu.server
+                .map_or("unknown (remote server)".to_string(), |server| {
+                    let reading = cpu
+                        .server_by_pid
+                        .get(&replay.reader_backend_pid)
+                        .copied()
+                        .unwrap_or_default();
+                    format!(
+                        "{:.0} ms (reads {:.0} ms, applies {:.0} ms; parallel query workers \
+                         not counted)",
+                        server.as_secs_f64() * 1000.0,
+                        reading.as_secs_f64() * 1000.0,
+                        server.saturating_sub(reading).as_secs_f64() * 1000.0
+                    )
+                }),
+        );
+        let read_step = if variant.read_ahead {
+            "waiting for the read-ahead (query, transfer, decode)"
+        } else {
+            "read (query, transfer, decode)"
+        };
+        for (step, part) in [
+            (read_step, replay.read),
+            ("StreamIndex::apply (fold, parse, upsert)", replay.apply),
+            ("commit", replay.commit),
+            (
+                "create the secondary indexes after the load",
+                replay.indexes,
+            ),
+        ] {
+            if part.is_zero() {
+                continue;
+            }
+            println!(
+                "       {step:<52} {:>7.0} ms {:>5.1}%  {:>6.1} ms per batch",
+                part.as_secs_f64() * 1000.0,
+                100.0 * part.as_secs_f64() / replay.elapsed.as_secs_f64(),
+                part.as_secs_f64() * 1000.0 / f64::from(replay.batches.max(1))
+            );
+        }
+    }
+    println!(
+        "     (the timed rebuild took {:.0} ms)",
+        rebuild_elapsed.as_secs_f64() * 1000.0
+    );
+    for (label, order_by) in [
+        ("today's", CURRENT_ORDER_BY),
+        ("proposed", PROPOSED_ORDER_BY),
+    ] {
+        let query = headers_sql(
+            order_by,
+            ALL_METADATA,
+            &format!("'{}'", middle_cursor.txid),
+            &middle_cursor.position.to_string(),
+            &REBUILD_BATCH_EVENTS.to_string(),
+        );
+        let plan: Vec<String> =
+            sqlx::query_scalar(&format!("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {query}"))
+                .fetch_all(pool)
+                .await?;
+        println!("     server side of {label} read, batch from the middle of the log:");
+        for line in plan.iter().filter(|line| !is_jit_detail(line)) {
+            println!("       {line}");
+        }
+    }
+    Ok(())
+}
 
+fn is_jit_detail(plan_line: &str) -> bool {
+    let trimmed = plan_line.trim_start();
+    ["JIT:", "Functions:", "Options:", "Timing:"]
+        .iter()
+        .any(|prefix| trimmed.starts_with(prefix))
+}
+
+/// CPU time used so far by this process and, when the server runs on this machine, by the
+/// server backends connected to the pool's database (from /proc).
+struct CpuUse {
+    client: Duration,
+    server: Option<Duration>,
+    server_by_pid: HashMap<i32, Duration>,
+}
+
+/// /proc reports CPU time in USER_HZ ticks, 100 a second on Linux.
+const PROC_TICKS_PER_SECOND: u64 = 100;
+
+impl CpuUse {
+    async fn measure(pool: &PgPool) -> BenchResult<CpuUse> {
+        let pids: Vec<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()",
+        )
+        .fetch_all(pool)
+        .await?;
+        let server_by_pid: HashMap<i32, Duration> = pids
+            .into_iter()
+            .filter_map(|pid| process_cpu(&pid.to_string()).map(|cpu| (pid, cpu)))
+            .collect();
+        Ok(CpuUse {
+            client: process_cpu("self").unwrap_or_default(),
+            server: (!server_by_pid.is_empty()).then(|| server_by_pid.values().sum()),
+            server_by_pid,
+        })
+    }
+
+    /// Use between `earlier` and this; backends that connected meanwhile count from zero.
+    fn since(&self, earlier: &CpuUse) -> CpuUse {
+        let server_by_pid: HashMap<i32, Duration> = self
+            .server_by_pid
+            .iter()
+            .map(|(pid, cpu)| {
+                let before = earlier.server_by_pid.get(pid).copied().unwrap_or_default();
+                (*pid, cpu.saturating_sub(before))
+            })
+            .collect();
+        CpuUse {
+            client: self.client.saturating_sub(earlier.client),
+            server: self.server.map(|_| server_by_pid.values().sum()),
+            server_by_pid,
+        }
+    }
+}
+
+/// User plus system CPU time of a process of this machine, from `/proc/<pid>/stat`.
+fn process_cpu(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name: state is the first, utime the 12th.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let user: u64 = fields.get(11)?.parse().ok()?;
+    let system: u64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_millis(
+        (user + system) * 1000 / PROC_TICKS_PER_SECOND,
+    ))
+}
+
+/// One way of running the rebuild's batch loop.
+#[derive(Clone, Copy)]
+struct ReplayVariant {
+    label: &'static str,
+    order_by: &'static str,
+    /// Read the next batch on a second connection while this one is applied.
+    read_ahead: bool,
+    /// Drop the non-unique indexes of the fresh schema before the load and create them
+    /// after it (unique ones stay: ON CONFLICT needs them).
+    defer_secondary_indexes: bool,
+    /// Batch commits do not wait for the WAL flush: a crash loses only rebuild work, which
+    /// starts again from zero anyway.
+    asynchronous_commit: bool,
+    metadata: &'static str,
+}
+
+const ALL_METADATA: &str = "metadata::text AS metadata";
+/// The stream index reads metadata only from a stream's first event.
+const FIRST_EVENT_METADATA: &str =
+    "CASE WHEN sequence = 1 THEN metadata::text ELSE '{}' END AS metadata";
+
+const TODAY: ReplayVariant = ReplayVariant {
+    label: "today's read_headers_after",
+    order_by: CURRENT_ORDER_BY,
+    read_ahead: false,
+    defer_secondary_indexes: false,
+    asynchronous_commit: false,
+    metadata: ALL_METADATA,
+};
+
+const REPLAY_VARIANTS: [ReplayVariant; 6] = [
+    TODAY,
+    ReplayVariant {
+        label: "A: ORDER BY events.txid, events.position",
+        order_by: PROPOSED_ORDER_BY,
+        ..TODAY
+    },
+    ReplayVariant {
+        label: "A + B: next batch read while one is applied",
+        order_by: PROPOSED_ORDER_BY,
+        read_ahead: true,
+        ..TODAY
+    },
+    ReplayVariant {
+        label: "A + B + C: secondary indexes built after the load",
+        order_by: PROPOSED_ORDER_BY,
+        read_ahead: true,
+        defer_secondary_indexes: true,
+        ..TODAY
+    },
+    ReplayVariant {
+        label: "A + B + C + D: synchronous_commit off for batches",
+        order_by: PROPOSED_ORDER_BY,
+        read_ahead: true,
+        defer_secondary_indexes: true,
+        asynchronous_commit: true,
+        ..TODAY
+    },
+    ReplayVariant {
+        label: "A + B + C + D + E: metadata of first events only",
+        order_by: PROPOSED_ORDER_BY,
+        read_ahead: true,
+        defer_secondary_indexes: true,
+        asynchronous_commit: true,
+        metadata: FIRST_EVENT_METADATA,
+    },
+];
+
+struct RebuildReplay {
+    batches: u32,
+    elapsed: Duration,
+    read: Duration,
+    apply: Duration,
+    commit: Duration,
+    indexes: Duration,
+    middle_cursor: LogCursor,
+    /// The server backend that ran the reads.
+    reader_backend_pid: i32,
+}
+
+/// `ProjectionRuntime::rebuild`'s batch loop, run as `variant` says, into a fresh scratch
+/// schema; checks the result.
+async fn replay_rebuild(pool: &PgPool, variant: ReplayVariant) -> BenchResult<RebuildReplay> {
     {
         let mut transaction = pool.begin().await?;
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS {PROFILE_SCHEMA} CASCADE"))
+            .execute(&mut *transaction)
+            .await?;
         sqlx::query(&format!("CREATE SCHEMA {PROFILE_SCHEMA}"))
             .execute(&mut *transaction)
             .await?;
@@ -576,86 +845,132 @@ async fn profile_rebuild(pool: &PgPool, rebuild_elapsed: Duration) -> BenchResul
             .await?;
         transaction.commit().await?;
     }
-    let mut read = Duration::ZERO;
-    let mut apply = Duration::ZERO;
-    let mut commit = Duration::ZERO;
-    let mut batches = 0u32;
+    let started = Instant::now();
+    let deferred_indexes: Vec<(String, String)> = if variant.defer_secondary_indexes {
+        sqlx::query_as(
+            "SELECT index_class.relname::text, pg_get_indexdef(index.indexrelid) \
+             FROM pg_index AS index \
+             JOIN pg_class AS index_class ON index_class.oid = index.indexrelid \
+             JOIN pg_namespace AS schema ON schema.oid = index_class.relnamespace \
+             WHERE schema.nspname = $1 AND NOT index.indisunique",
+        )
+        .bind(PROFILE_SCHEMA)
+        .fetch_all(pool)
+        .await?
+    } else {
+        Vec::new()
+    };
+    for (name, _) in &deferred_indexes {
+        sqlx::query(&format!("DROP INDEX {PROFILE_SCHEMA}.\"{name}\""))
+            .execute(pool)
+            .await?;
+    }
+
+    let read_sql = headers_sql(variant.order_by, variant.metadata, "$1", "$2", "$3");
+    let middle_batch = (REBUILD_EVENTS / REBUILD_BATCH_EVENTS / 2) as u32;
+    let mut replay = RebuildReplay {
+        batches: 0,
+        elapsed: Duration::ZERO,
+        read: Duration::ZERO,
+        apply: Duration::ZERO,
+        commit: Duration::ZERO,
+        indexes: Duration::ZERO,
+        middle_cursor: LogCursor::START,
+        reader_backend_pid: 0,
+    };
+    // Batches come from a reader task: ahead of the applier when `read_ahead`, else one
+    // at a time, on request.
+    let (batch_sender, mut batches) = tokio::sync::mpsc::channel::<Vec<RecordedEvent>>(1);
+    let (request_sender, mut requests) = tokio::sync::mpsc::channel::<()>(1);
+    let reader = {
+        let pool = pool.clone();
+        let read_ahead = variant.read_ahead;
+        tokio::spawn(async move {
+            let mut connection = pool.acquire().await?;
+            let backend_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+                .fetch_one(&mut *connection)
+                .await?;
+            let mut cursor = LogCursor::START;
+            loop {
+                if !read_ahead && requests.recv().await.is_none() {
+                    return BenchResult::Ok(backend_pid);
+                }
+                let events: Vec<RecordedEvent> = sqlx::query_as(&read_sql)
+                    .bind(cursor.txid)
+                    .bind(cursor.position)
+                    .bind(REBUILD_BATCH_EVENTS)
+                    .fetch_all(&mut *connection)
+                    .await?;
+                let last = events.last().map(RecordedEvent::cursor);
+                if batch_sender.send(events).await.is_err() {
+                    return Ok(backend_pid);
+                }
+                match last {
+                    Some(last) => cursor = last,
+                    None => return Ok(backend_pid),
+                }
+            }
+        })
+    };
     let mut cursor = LogCursor::START;
-    let mut middle_cursor = None;
-    let looping = Instant::now();
     loop {
-        let mut transaction = pool.begin().await?;
         let reading = Instant::now();
-        let events = read_headers_after(&mut transaction, cursor, REBUILD_BATCH_EVENTS).await?;
-        read += reading.elapsed();
+        if !variant.read_ahead {
+            request_sender.send(()).await?;
+        }
+        let events = batches.recv().await.unwrap_or_default();
+        replay.read += reading.elapsed();
         let Some(last) = events.last() else {
-            transaction.rollback().await?;
             break;
         };
-        cursor = last.cursor();
-        batches += 1;
-        if batches == 25 {
-            middle_cursor = Some(cursor);
+        if replay.batches == middle_batch {
+            replay.middle_cursor = cursor;
         }
+        cursor = last.cursor();
+        replay.batches += 1;
+        let mut transaction = pool.begin().await?;
         sqlx::query(&format!(
             "SET LOCAL search_path TO {PROFILE_SCHEMA}, public"
         ))
         .execute(&mut *transaction)
         .await?;
+        if variant.asynchronous_commit {
+            sqlx::query("SET LOCAL synchronous_commit TO off")
+                .execute(&mut *transaction)
+                .await?;
+        }
         let applying = Instant::now();
         StreamIndex.apply(&mut transaction, &events).await?;
-        apply += applying.elapsed();
+        replay.apply += applying.elapsed();
         let committing = Instant::now();
         transaction.commit().await?;
-        commit += committing.elapsed();
+        replay.commit += committing.elapsed();
     }
-    let loop_elapsed = looping.elapsed();
-    let share = |part: Duration| 100.0 * part.as_secs_f64() / loop_elapsed.as_secs_f64();
-    println!(
-        "     count(*) of readable events (rebuild's first step): {:>7.0} ms",
-        count_elapsed.as_secs_f64() * 1000.0
-    );
-    println!(
-        "     {batches} batches of up to {REBUILD_BATCH_EVENTS}: {:.0} ms in all, of which",
-        loop_elapsed.as_secs_f64() * 1000.0
-    );
-    for (step, part) in [
-        ("read_headers_after (query, transfer, decode)", read),
-        ("StreamIndex::apply (fold, metadata parse, upsert)", apply),
-        ("commit", commit),
-    ] {
-        println!(
-            "       {step:<52} {:>7.0} ms  {:>4.1}%  ({:.1} ms per batch)",
-            part.as_secs_f64() * 1000.0,
-            share(part),
-            part.as_secs_f64() * 1000.0 / f64::from(batches.max(1))
-        );
+    drop(request_sender);
+    replay.reader_backend_pid = reader.await??;
+    let indexing = Instant::now();
+    for (_, definition) in &deferred_indexes {
+        sqlx::query(definition).execute(pool).await?;
     }
-    println!(
-        "     (the timed rebuild took {:.0} ms)",
-        rebuild_elapsed.as_secs_f64() * 1000.0
-    );
+    replay.indexes = indexing.elapsed();
+    replay.elapsed = started.elapsed();
 
-    // The server's part of a read: EXPLAIN ANALYZE runs the query but sends no rows.
-    for (label, after) in [
-        ("first batch", LogCursor::START),
-        ("middle batch", middle_cursor.unwrap_or(LogCursor::START)),
-    ] {
-        let plan: Vec<String> = sqlx::query_scalar(&format!(
-            "EXPLAIN (ANALYZE, BUFFERS) {}",
-            headers_query(after, REBUILD_BATCH_EVENTS)
-        ))
-        .fetch_all(pool)
-        .await?;
-        println!("     server side of read_headers_after, {label} (EXPLAIN ANALYZE):");
-        for line in plan {
-            println!("       {line}");
-        }
-    }
+    let (streams, counted): (i64, i64) = sqlx::query_as(&format!(
+        "SELECT count(*), coalesce(sum(event_count), 0)::bigint FROM {PROFILE_SCHEMA}.streams"
+    ))
+    .fetch_one(pool)
+    .await?;
     sqlx::query(&format!("DROP SCHEMA {PROFILE_SCHEMA} CASCADE"))
         .execute(pool)
         .await?;
-    Ok(())
+    if counted != REBUILD_EVENTS {
+        return Err(format!(
+            "replay {:?} indexed {counted} events in {streams} streams, not {REBUILD_EVENTS}",
+            variant.label
+        )
+        .into());
+    }
+    Ok(replay)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -665,9 +980,17 @@ async fn profile_rebuild(pool: &PgPool, rebuild_elapsed: Duration) -> BenchResul
 struct Received {
     aggregate_id: String,
     sequence: i64,
+    txid: i64,
     at: Instant,
     wall_micros: i64,
     recorded_at_micros: i64,
+}
+
+/// The oldest outside transaction holding the log's horizon back, as sampled at `at`.
+struct HorizonSample {
+    at: Instant,
+    xid: i64,
+    holder: String,
 }
 
 struct LagRun {
@@ -677,6 +1000,11 @@ struct LagRun {
     elapsed: Duration,
     /// Subscriber's receipt − the writer's `commit().await` returning, both `Instant`s.
     commit_to_receive: Histogram<u64>,
+    /// The same, for events during whose wait the sampler saw no outside transaction
+    /// holding the horizon back.
+    commit_to_receive_unheld: Histogram<u64>,
+    /// What held the horizon back, with how many samples saw it, most seen first.
+    outside_horizon_holders: Vec<(String, u64)>,
     /// Received before the writer saw its commit return (counted as 0 in the histogram).
     received_before_commit_returned: u64,
     /// Subscriber's wall clock − `recorded_at` (`clock_timestamp()` at insert, so it
@@ -684,25 +1012,57 @@ struct LagRun {
     insert_to_receive: Histogram<u64>,
 }
 
-async fn lag_section(summary: &mut Vec<SummaryRow>) -> BenchResult<()> {
+async fn lag_section(
+    summary: &mut Vec<SummaryRow>,
+    filled_log: Option<&TestDatabase>,
+) -> BenchResult<()> {
     println!(
-        "\n== 3. Live subscription lag: one LogReader::subscribe subscriber (default settings), \
-         {LAG_WRITERS} writers appending {EVENTS_PER_COMMAND}-event commands"
+        "\n== 3. Live subscription lag: one LogReader::subscribe subscriber (default settings) \
+         from the end of the log, {LAG_WRITERS} writers appending {EVENTS_PER_COMMAND}-event \
+         commands"
     );
-    println!("   reproduce: {BENCH_COMMAND} -- lag");
+    println!("   reproduce: {BENCH_COMMAND} -- lag   (with the 1M-event log: -- rebuild lag)");
     println!(
         "   lag = subscriber's receipt of the batch − the writer's commit().await returning \
          (client-side Instants, one process; joined by stream)"
     );
-    for (label, rate, seconds) in [
+    let steady = format!("steady {LAG_STEADY_EVENTS_PER_SECOND} events/s");
+    let mut runs = vec![
         (
-            format!("steady {LAG_STEADY_EVENTS_PER_SECOND} events/s"),
+            format!("{steady}, empty log"),
             Some(LAG_STEADY_EVENTS_PER_SECOND),
             LAG_STEADY_SECONDS,
+            None,
         ),
-        ("max rate".to_string(), None, LAG_MAX_RATE_SECONDS),
-    ] {
-        let run = lag_run(rate, Duration::from_secs(seconds)).await?;
+        (
+            "max rate, empty log".to_string(),
+            None,
+            LAG_MAX_RATE_SECONDS,
+            None,
+        ),
+    ];
+    match filled_log {
+        Some(database) => runs.push((
+            format!("{steady}, after {REBUILD_EVENTS} events"),
+            Some(LAG_STEADY_EVENTS_PER_SECOND),
+            LAG_STEADY_SECONDS,
+            Some(&database.pool),
+        )),
+        None => println!(
+            "   (no {REBUILD_EVENTS}-event log to measure over: run the rebuild section too)"
+        ),
+    }
+    for (label, rate, seconds, log) in runs {
+        let duration = Duration::from_secs(seconds);
+        let run = match log {
+            Some(pool) => lag_run(pool, rate, duration).await?,
+            None => {
+                let database = TestDatabase::new().await;
+                let run = lag_run(&database.pool, rate, duration).await;
+                close(database).await;
+                run?
+            }
+        };
         let p50 = millis(run.commit_to_receive.value_at_quantile(0.50));
         let p99 = millis(run.commit_to_receive.value_at_quantile(0.99));
         println!(
@@ -721,6 +1081,22 @@ async fn lag_section(summary: &mut Vec<SummaryRow>) -> BenchResult<()> {
             millis(run.commit_to_receive.max()),
             run.received_before_commit_returned
         );
+        let unheld = &run.commit_to_receive_unheld;
+        println!(
+            "     commit→receive ms, the {} events whose wait saw no outside horizon holder: \
+             p50 {:.1}  p99 {:.1}  max {:.1}",
+            unheld.len(),
+            millis(unheld.value_at_quantile(0.50)),
+            millis(unheld.value_at_quantile(0.99)),
+            millis(unheld.max())
+        );
+        for (holder, samples) in run.outside_horizon_holders.iter().take(3) {
+            println!(
+                "     outside transaction holding the horizon, seen in {samples} samples \
+                 ({} ms): {holder}",
+                samples * HORIZON_SAMPLE_INTERVAL_MS
+            );
+        }
         println!(
             "     insert→receive ms (recorded_at): p50 {:.1}  p99 {:.1}  max {:.1}",
             millis(run.insert_to_receive.value_at_quantile(0.50)),
@@ -737,7 +1113,10 @@ async fn lag_section(summary: &mut Vec<SummaryRow>) -> BenchResult<()> {
                     "subscription lag, {label} ({:.0} ev/s achieved)",
                     run.committed_events as f64 / run.elapsed.as_secs_f64()
                 ),
-                format!("p50 {p50:.1} ms, p99 {p99:.1} ms"),
+                format!(
+                    "p50 {p50:.1} ms, p99 {p99:.1} ms (unheld p99 {:.1} ms)",
+                    millis(run.commit_to_receive_unheld.value_at_quantile(0.99))
+                ),
             )
             .with_target(
                 format!("p99 < {LAG_P99_TARGET_MS:.0} ms"),
@@ -749,16 +1128,55 @@ async fn lag_section(summary: &mut Vec<SummaryRow>) -> BenchResult<()> {
 }
 
 /// `LAG_WRITERS` writers for `duration`, at `events_per_second` in all (or flat out), with
-/// one subscriber following the log from its start.
-async fn lag_run(events_per_second: Option<u64>, duration: Duration) -> BenchResult<LagRun> {
-    let database = TestDatabase::new().await;
-    let pool = database.pool.clone();
+/// one subscriber following the log from its current end.
+async fn lag_run(
+    pool: &PgPool,
+    events_per_second: Option<u64>,
+    duration: Duration,
+) -> BenchResult<LagRun> {
+    let end: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT txid::text::bigint, position FROM events \
+         ORDER BY events.txid DESC, events.position DESC LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await?;
+    let start = end.map_or(LogCursor::START, |(txid, position)| LogCursor {
+        txid,
+        position,
+    });
     let commits: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let received: Arc<Mutex<Vec<Received>>> = Arc::default();
     let received_count = Arc::new(AtomicU64::new(0));
 
+    let outside_holders: Arc<Mutex<Vec<HorizonSample>>> = Arc::default();
+    let sampler = {
+        let pool = pool.clone();
+        let outside_holders = Arc::clone(&outside_holders);
+        tokio::spawn(async move {
+            let mut ticker =
+                tokio::time::interval(Duration::from_millis(HORIZON_SAMPLE_INTERVAL_MS));
+            loop {
+                ticker.tick().await;
+                let holder: Option<(i64, String)> = sqlx::query_as(OUTSIDE_HORIZON_HOLDERS_SQL)
+                    .fetch_optional(&pool)
+                    .await?;
+                if let Some((xid, holder)) = holder {
+                    outside_holders
+                        .lock()
+                        .expect("horizon samples lock")
+                        .push(HorizonSample {
+                            at: Instant::now(),
+                            xid,
+                            holder,
+                        });
+                }
+            }
+            #[allow(unreachable_code)]
+            BenchResult::Ok(())
+        })
+    };
     let mut subscription = LogReader::new(pool.clone())
-        .subscribe(LogCursor::START, SubscriptionSettings::default())
+        .subscribe(start, SubscriptionSettings::default())
         .await?;
     let subscriber = {
         let received = Arc::clone(&received);
@@ -773,6 +1191,7 @@ async fn lag_run(events_per_second: Option<u64>, duration: Duration) -> BenchRes
                     received.push(Received {
                         aggregate_id: event.aggregate_id.clone(),
                         sequence: event.sequence,
+                        txid: event.txid,
                         at,
                         wall_micros,
                         recorded_at_micros: event.recorded_at.timestamp_micros(),
@@ -842,17 +1261,29 @@ async fn lag_run(events_per_second: Option<u64>, duration: Duration) -> BenchRes
     // Let a wrongly repeated delivery show up before stopping.
     tokio::time::sleep(Duration::from_millis(300)).await;
     subscriber.abort();
+    sampler.abort();
     match subscriber.await {
         Ok(Err(error)) => return Err(format!("the subscriber failed: {error}").into()),
         Err(join) if join.is_panic() => return Err(join.into()),
         // Cancelled by the abort above: the subscriber never ends by itself.
         _ => {}
     }
-    close(database).await;
 
     let commits = commits.lock().expect("commit times lock");
     let received = received.lock().expect("received events lock");
+    let outside_holders = outside_holders.lock().expect("horizon samples lock");
+    let mut holder_samples: HashMap<&str, u64> = HashMap::new();
+    for sample in outside_holders.iter() {
+        *holder_samples.entry(sample.holder.as_str()).or_default() += 1;
+    }
+    let mut outside_horizon_holders: Vec<(String, u64)> = holder_samples
+        .into_iter()
+        .map(|(holder, samples)| (holder.to_string(), samples))
+        .collect();
+    outside_horizon_holders.sort_by_key(|(_, samples)| std::cmp::Reverse(*samples));
     let mut commit_to_receive = Histogram::<u64>::new_with_bounds(1, HISTOGRAM_MAX_MICROS, 3)?;
+    let mut commit_to_receive_unheld =
+        Histogram::<u64>::new_with_bounds(1, HISTOGRAM_MAX_MICROS, 3)?;
     let mut insert_to_receive = Histogram::<u64>::new_with_bounds(1, HISTOGRAM_MAX_MICROS, 3)?;
     let mut received_before_commit_returned = 0;
     let mut seen = HashSet::new();
@@ -870,6 +1301,15 @@ async fn lag_run(events_per_second: Option<u64>, duration: Duration) -> BenchRes
         }
         let lag = event.at.saturating_duration_since(*committed);
         commit_to_receive.saturating_record(lag.as_micros() as u64);
+        // Was an outside transaction older than this event's seen while it waited?
+        let first_after_commit = outside_holders.partition_point(|sample| sample.at < *committed);
+        let held = outside_holders[first_after_commit..]
+            .iter()
+            .take_while(|sample| sample.at <= event.at)
+            .any(|sample| sample.xid < event.txid & 0xffff_ffff);
+        if !held {
+            commit_to_receive_unheld.saturating_record(lag.as_micros() as u64);
+        }
         let since_insert = (event.wall_micros - event.recorded_at_micros).max(0);
         insert_to_receive.saturating_record(since_insert as u64);
     }
@@ -879,9 +1319,19 @@ async fn lag_run(events_per_second: Option<u64>, duration: Duration) -> BenchRes
         duplicate_events,
         elapsed,
         commit_to_receive,
+        commit_to_receive_unheld,
+        outside_horizon_holders,
         received_before_commit_returned,
         insert_to_receive,
     })
+}
+
+/// The machine's one-minute load average: how busy the shared cores were.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".to_string())
 }
 
 fn wall_clock_micros() -> i64 {

@@ -65,9 +65,24 @@ pub struct Server {
 
 impl Server {
     pub fn start(database_url: &str, extra_env: &[(&str, &str)]) -> Server {
+        Self::spawn(database_url, &["serve", "--addr", "127.0.0.1:0"], extra_env)
+    }
+
+    /// `calmony cardstream-sim` on a free port: the gateway as a process of its own, whose
+    /// state outlives a crashed server.
+    pub fn cardstream_simulator() -> Server {
+        Self::spawn(
+            "postgres://unused",
+            &["cardstream-sim", "--addr", "127.0.0.1:0"],
+            &[],
+        )
+    }
+
+    /// Any long-running `calmony` command that prints `listening on <url>` when ready.
+    pub fn spawn(database_url: &str, args: &[&str], extra_env: &[(&str, &str)]) -> Server {
         let mut command = calmony(database_url);
         command
-            .args(["serve", "--addr", "127.0.0.1:0"])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (key, value) in extra_env {

@@ -194,10 +194,30 @@ pub async fn create(State(state): State<ApiState>, request: WriteRequest) -> Res
                 .await;
             let created = match created {
                 Ok(created) => Some(created),
-                // Made by this key's earlier attempt, which crashed before confirming.
+                // Made by this key's earlier attempt, which crashed before it answered.
                 Err(ExecuteError::Command(CommandError::Rejected(
                     PaymentIntentError::AlreadyExists,
-                ))) if confirm => None,
+                ))) if confirm => {
+                    let (existing, _) = inner
+                        .payments
+                        .load_owned::<PaymentIntent>(&actor, "payment_intent", &intent_id)
+                        .await?;
+                    if !matches!(
+                        existing.status,
+                        IntentStatus::RequiresPaymentMethod
+                            | IntentStatus::RequiresConfirmation
+                            | IntentStatus::Processing
+                    ) {
+                        // Already resolved (by the recovery worker): answer with it.
+                        let response = render(&existing);
+                        return Ok(Written {
+                            response,
+                            stored: false,
+                            cursor: None,
+                        });
+                    }
+                    None
+                }
                 Err(error) => return Err(intent_error(&intent_id, error)),
             };
             if !confirm {
