@@ -224,6 +224,24 @@ impl PaymentService {
         Ok(self.bus.load::<A>(id, AsOf::Now).await?)
     }
 
+    /// The project and mode that own a stream (from its first event), if it exists. For
+    /// browser-facing pages, which reach an object by its unguessable id instead of a key.
+    pub async fn owner_of<A: Aggregate>(
+        &self,
+        id: &str,
+    ) -> Result<Option<(String, bool)>, PaymentError> {
+        let events = self
+            .bus
+            .store()
+            .load_stream(A::TYPE, id, AsOf::Position(i64::MAX))
+            .await
+            .map_err(|error| PaymentError::Internal(error.to_string()))?;
+        Ok(events
+            .first()
+            .and_then(|event| event.metadata().ok())
+            .map(|metadata| (metadata.project, metadata.mode.is_some_and(Mode::is_live))))
+    }
+
     /// Tokenises a card with the gateway (`VERIFY`) and records the payment method. Only
     /// brand, last 4, expiry and a fingerprint are kept.
     pub async fn create_card_payment_method<W>(

@@ -6,13 +6,14 @@
 
 pub mod http;
 pub mod keys;
+pub mod pages;
 pub mod v1;
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use crate::http::middleware::{apply_conventions, ConventionsConfig};
@@ -30,6 +31,15 @@ pub fn router(state: ApiState, settings: ServerSettings) -> Router {
     let api = http::auth::require_api_key(v1::routes(), resolver, limiter);
     let app = Router::new()
         .route("/healthz", get(health))
+        // Reached by the cardholder's browser, not with an API key.
+        .route(
+            "/v1/payment_intents/{id}/authenticate",
+            get(pages::authenticate::start),
+        )
+        .route(
+            "/v1/payment_intents/{id}/authenticate/return",
+            post(pages::authenticate::finish),
+        )
         .merge(api)
         .with_state(state);
     apply_conventions(app, &ConventionsConfig::default())

@@ -208,38 +208,46 @@ async fn append_section(summary: &mut Vec<SummaryRow>) -> BenchResult<()> {
         println!("     {line}");
     }
     println!(
-        "   each level: a fresh database; pgbench runs first, then ours in the same database \
-         (its leftover rows can only slow ours)"
+        "   each level: a fresh database, then pgbench, ours, ours, pgbench in it ({} s each; the \
+         two sides' load and fsync weather averaged), each side's figure the mean of its two \
+         runs",
+        APPEND_MEASURE_SECONDS
     );
     println!(
-        "   {:>11} | {:>14} | {:>14} | {:>11}",
-        "concurrency", "ours events/s", "pgbench ev/s", "ours/pgbench"
+        "   {:>11} | {:>22} | {:>22} | {:>12}",
+        "concurrency", "ours events/s (runs)", "pgbench events/s (runs)", "ours/pgbench"
     );
     for concurrency in APPEND_CONCURRENCY_LEVELS {
         let database = TestDatabase::new().await;
-        let pgbench = run_pgbench(&database.url, &script_path, concurrency).await?;
-        let ours = append_throughput(&database.pool, concurrency).await?;
+        let pgbench_first = run_pgbench(&database.url, &script_path, concurrency, 1).await?;
+        let ours_first = append_throughput(&database.pool, concurrency, 1).await?;
+        let ours_second = append_throughput(&database.pool, concurrency, 2).await?;
+        let pgbench_second = run_pgbench(&database.url, &script_path, concurrency, 2).await?;
         close(database).await;
-        let ratio = ours / pgbench.events_per_second;
+        let ours = (ours_first + ours_second) / 2.0;
+        let pgbench = (pgbench_first.events_per_second + pgbench_second.events_per_second) / 2.0;
+        let ratio = ours / pgbench;
         println!(
-            "   {concurrency:>11} | {ours:>14.0} | {:>14.0} | {ratio:>11.2}",
-            pgbench.events_per_second
+            "   {concurrency:>11} | {:>22} | {:>22} | {ratio:>12.2}",
+            format!("{ours:.0} ({ours_first:.0}, {ours_second:.0})"),
+            format!(
+                "{pgbench:.0} ({:.0}, {:.0})",
+                pgbench_first.events_per_second, pgbench_second.events_per_second
+            ),
         );
         println!(
             "     pgbench: {}   (load average {})",
-            pgbench.command,
+            pgbench_second.command,
             load_average()
         );
-        if pgbench.failed_transactions > 0 {
-            println!(
-                "     warning: pgbench reported {} failed transactions",
-                pgbench.failed_transactions
-            );
+        let failed = pgbench_first.failed_transactions + pgbench_second.failed_transactions;
+        if failed > 0 {
+            println!("     warning: pgbench reported {failed} failed transactions");
         }
         summary.push(
             SummaryRow::new(
                 format!("append c={concurrency}: ours / pgbench events/s"),
-                format!("{ours:.0} / {:.0} = {ratio:.2}", pgbench.events_per_second),
+                format!("{ours:.0} / {pgbench:.0} = {ratio:.2}"),
             )
             .with_target(
                 format!("ratio >= {APPEND_RATIO_TARGET}"),
@@ -295,12 +303,13 @@ fn command_events(aggregate_id: &str, request_id: &str) -> Vec<NewEvent> {
 
 /// A pgbench script inserting what [`command_events`] appends, as one three-row INSERT in
 /// its own transaction. `:command` counts each client's transactions (from `-D command=0`),
-/// so `:client_id` and `:command` name a new stream every time.
+/// so `:run` (`-D run=N`), `:client_id` and `:command` name a new stream every time.
 fn pgbench_script() -> BenchResult<String> {
     let mut rows = Vec::new();
     for event in command_events("unused", "req_pgbench_00000") {
         rows.push(format!(
-            "  ({}, 'pi_pgbench_' || :client_id || '_' || :command, {}, {}, {}, {}, {})",
+            "  ({}, 'pi_pgbench' || :run || '_' || :client_id || '_' || :command, {}, {}, {}, {}, \
+             {})",
             sql_text(&event.aggregate_type),
             event.sequence,
             sql_text(&event.event_type),
@@ -333,6 +342,7 @@ async fn run_pgbench(
     database_url: &str,
     script: &Path,
     concurrency: usize,
+    run: u32,
 ) -> BenchResult<PgbenchRun> {
     let program = if Path::new(PGBENCH_PATH).exists() {
         PGBENCH_PATH
@@ -350,6 +360,8 @@ async fn run_pgbench(
         APPEND_MEASURE_SECONDS.to_string(),
         "-D".into(),
         "command=0".into(),
+        "-D".into(),
+        format!("run={run}"),
         "-f".into(),
         script.display().to_string(),
         database_url.to_string(),
@@ -388,12 +400,14 @@ async fn run_pgbench(
     })
 }
 
-async fn append_throughput(pool: &PgPool, concurrency: usize) -> BenchResult<f64> {
+/// Events per second that `concurrency` writers append; `run` keeps each call's streams
+/// apart from the others' in the same database.
+async fn append_throughput(pool: &PgPool, concurrency: usize, run: u32) -> BenchResult<f64> {
     run_appenders(
         pool,
         concurrency,
         Duration::from_millis(APPEND_WARMUP_MS),
-        "warm",
+        format!("warm{run}"),
     )
     .await?;
     let started = Instant::now();
@@ -401,7 +415,7 @@ async fn append_throughput(pool: &PgPool, concurrency: usize) -> BenchResult<f64
         pool,
         concurrency,
         Duration::from_secs(APPEND_MEASURE_SECONDS),
-        "run",
+        format!("run{run}"),
     )
     .await?;
     // Commands in flight at the deadline finish and count: the clock stops after them.
@@ -413,12 +427,13 @@ async fn run_appenders(
     pool: &PgPool,
     concurrency: usize,
     duration: Duration,
-    label: &'static str,
+    label: String,
 ) -> BenchResult<u64> {
     let deadline = Instant::now() + duration;
     let mut writers = tokio::task::JoinSet::new();
     for writer in 0..concurrency {
         let pool = pool.clone();
+        let label = label.clone();
         writers.spawn(async move {
             let mut events = 0u64;
             let mut command = 0u64;
@@ -478,8 +493,9 @@ const CURRENT_ORDER_BY: &str = "ORDER BY txid, position";
 /// The same order on the table's columns, which the `events_log_order` index serves.
 const PROPOSED_ORDER_BY: &str = "ORDER BY events.txid, events.position";
 
-/// The query of `read_headers_after` (keep the two in step) with `order_by`; the cursor and
-/// limit are SQL text: `$1`.. placeholders, or literals for EXPLAIN.
+/// The query of `read_headers_after` (keep the two in step) with `order_by` and the
+/// `metadata` column's expression; the cursor and limit are SQL text: `$1`.. placeholders,
+/// or literals for EXPLAIN.
 fn headers_sql(order_by: &str, metadata: &str, txid: &str, position: &str, limit: &str) -> String {
     format!(
         "SELECT position, txid::text::bigint AS txid, aggregate_type, aggregate_id, sequence, \
@@ -577,14 +593,19 @@ async fn rebuild_section(summary: &mut Vec<SummaryRow>) -> BenchResult<TestDatab
         ),
     );
 
-    profile_rebuild(&pool, elapsed).await?;
+    profile_rebuild(&pool, elapsed, summary).await?;
     Ok(database)
 }
 
 /// Where a rebuild's time goes: the rebuild's own loop, timed step by step into a scratch
-/// schema, once with today's read and once with the proposed ORDER BY; then the server's
-/// side of one read of each (EXPLAIN ANALYZE runs the query but sends no rows).
-async fn profile_rebuild(pool: &PgPool, rebuild_elapsed: Duration) -> BenchResult<()> {
+/// schema, as it is today and with each proposed change added in turn (`REPLAY_VARIANTS`),
+/// with the CPU each side used; then the server's side of one read of today's query and of
+/// the proposed one (EXPLAIN ANALYZE runs the query but sends no rows).
+async fn profile_rebuild(
+    pool: &PgPool,
+    rebuild_elapsed: Duration,
+    summary: &mut Vec<SummaryRow>,
+) -> BenchResult<()> {
     let counting = Instant::now();
     let _: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM events WHERE txid < pg_snapshot_xmin(pg_current_snapshot())",
@@ -601,6 +622,13 @@ async fn profile_rebuild(pool: &PgPool, rebuild_elapsed: Duration) -> BenchResul
         let cpu_before = CpuUse::measure(pool).await?;
         let replay = replay_rebuild(pool, variant).await?;
         let cpu = CpuUse::measure(pool).await?.since(&cpu_before);
+        let events_per_second = REBUILD_EVENTS as f64 / replay.elapsed.as_secs_f64();
+        if variant.in_summary {
+            summary.push(SummaryRow::new(
+                format!("  profile replay, {}", variant.label),
+                format!("{events_per_second:.0} events/s (not in the code yet)"),
+            ));
+        }
         middle_cursor = replay.middle_cursor;
         println!(
             "     {}: {} batches of up to {REBUILD_BATCH_EVENTS}, {:.0} ms = {:.0} events/s; \
@@ -608,7 +636,7 @@ async fn profile_rebuild(pool: &PgPool, rebuild_elapsed: Duration) -> BenchResul
             variant.label,
             replay.batches,
             replay.elapsed.as_secs_f64() * 1000.0,
-            REBUILD_EVENTS as f64 / replay.elapsed.as_secs_f64(),
+            events_per_second,
             cpu.client.as_secs_f64() * 1000.0,
             cpu.server
                 .map_or("unknown (remote server)".to_string(), |server| {
@@ -758,6 +786,7 @@ struct ReplayVariant {
     /// starts again from zero anyway.
     asynchronous_commit: bool,
     metadata: &'static str,
+    in_summary: bool,
 }
 
 const ALL_METADATA: &str = "metadata::text AS metadata";
@@ -772,6 +801,7 @@ const TODAY: ReplayVariant = ReplayVariant {
     defer_secondary_indexes: false,
     asynchronous_commit: false,
     metadata: ALL_METADATA,
+    in_summary: false,
 };
 
 const REPLAY_VARIANTS: [ReplayVariant; 6] = [
@@ -779,12 +809,14 @@ const REPLAY_VARIANTS: [ReplayVariant; 6] = [
     ReplayVariant {
         label: "A: ORDER BY events.txid, events.position",
         order_by: PROPOSED_ORDER_BY,
+        in_summary: true,
         ..TODAY
     },
     ReplayVariant {
         label: "A + B: next batch read while one is applied",
         order_by: PROPOSED_ORDER_BY,
         read_ahead: true,
+        in_summary: true,
         ..TODAY
     },
     ReplayVariant {
@@ -809,6 +841,7 @@ const REPLAY_VARIANTS: [ReplayVariant; 6] = [
         defer_secondary_indexes: true,
         asynchronous_commit: true,
         metadata: FIRST_EVENT_METADATA,
+        in_summary: false,
     },
 ];
 

@@ -681,3 +681,112 @@ async fn rate_limits_answer_429_with_retry_after() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "rate_limit");
 }
+
+/// The form a page auto-submits: its action and hidden fields (maud escapes `&` as `&amp;`).
+fn form_of(html: &str) -> (String, Vec<(String, String)>) {
+    let unescape = |text: &str| text.replace("&amp;", "&").replace("&quot;", "\"");
+    let action = html
+        .split("action=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .map(unescape)
+        .unwrap_or_else(|| panic!("no form in {html}"));
+    let fields = html
+        .split("<input ")
+        .skip(1)
+        .filter_map(|input| {
+            let attribute = |name: &str| {
+                input
+                    .split(&format!("{name}=\""))
+                    .nth(1)
+                    .and_then(|rest| rest.split('"').next())
+                    .map(unescape)
+            };
+            Some((attribute("name")?, attribute("value").unwrap_or_default()))
+        })
+        .collect();
+    (action, fields)
+}
+
+#[tokio::test]
+async fn three_d_secure_requires_action_then_completes_in_the_browser() {
+    let db = TestDatabase::new().await;
+    let (_, key) = create_key(&db.url, None, "test");
+    let server = Server::start(&db.url, &[]);
+    let api = api(&server, &key);
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    for (outcome, expected) in [("pass", "succeeded"), ("fail", "requires_payment_method")] {
+        let (status, intent) = api
+            .post(
+                "/v1/payment_intents",
+                &[
+                    ("amount", "3100"),
+                    ("currency", "gbp"),
+                    ("payment_method", "pm_card_authenticationRequired"),
+                    ("confirm", "true"),
+                ],
+            )
+            .await;
+        assert_eq!(status, 200, "{intent}");
+        assert_eq!(intent["status"], "requires_action");
+        assert_eq!(intent["next_action"]["type"], "redirect_to_url");
+        let url = intent["next_action"]["redirect_to_url"]["url"]
+            .as_str()
+            .unwrap()
+            .to_string();
+
+        // Our page hands the browser to the issuer's challenge…
+        let page = browser.get(&url).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        assert!(page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("nonce-"));
+        let (acs, fields) = form_of(&page.text().await.unwrap());
+        let challenge = browser
+            .post(&acs)
+            .form(&fields)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let creq = form_of(&challenge)
+            .1
+            .into_iter()
+            .find(|(name, _)| name == "creq")
+            .unwrap()
+            .1;
+        // …the cardholder answers it…
+        let result_url = acs.replace("/acs/challenge", "/acs/challenge/result");
+        let back = browser
+            .post(&result_url)
+            .form(&[("creq", creq.as_str()), ("outcome", outcome)])
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        // …and the ACS posts the result back to us.
+        let (return_url, fields) = form_of(&back);
+        assert!(return_url.starts_with(&server.base_url), "{return_url}");
+        let done = browser
+            .post(&return_url)
+            .form(&fields)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(done.status(), 200);
+
+        let (_, after) = api
+            .get(&format!("/v1/payment_intents/{}", id(&intent)))
+            .await;
+        assert_eq!(after["status"], expected, "after {outcome}: {after}");
+    }
+}

@@ -35,7 +35,6 @@ use tracing::Instrument;
 
 use super::error::{ApiError, ErrorType};
 use super::form::MAX_BODY_BYTES;
-use super::ids;
 
 /// The API version whose shapes we render (the one the official SDKs pin).
 pub const DEFAULT_STRIPE_VERSION: &str = "2026-10-28.endive";
@@ -120,7 +119,7 @@ where
 }
 
 async fn assign_request_id(mut request: Request, next: Next) -> Response<Body> {
-    let id = ids::new_id(ids::REQUEST);
+    let id = commands::ids::new_id("req");
     request.extensions_mut().insert(RequestId(id.clone()));
     let mut response = next.run(request).await;
     match HeaderValue::from_str(&id) {

@@ -8,7 +8,6 @@
 //! - [`auth`]: API keys from `Authorization`, resolved by a [`KeyResolver`], 401s;
 //! - [`rate_limit`]: requests per second per key, 429 with `Retry-After`;
 //! - [`list`]: `limit`/`starting_after`/`ending_before` and the list object;
-//! - [`ids`]: `cus_…`-style random ids.
 //!
 //! Wiring (the binary or `read_api::router`):
 //!
@@ -21,7 +20,6 @@
 pub mod auth;
 pub mod error;
 pub mod form;
-pub mod ids;
 pub mod list;
 pub mod middleware;
 pub mod rate_limit;
