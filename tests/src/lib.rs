@@ -80,11 +80,25 @@ impl Server {
 
     /// Any long-running `calmony` command that prints `listening on <url>` when ready.
     pub fn spawn(database_url: &str, args: &[&str], extra_env: &[(&str, &str)]) -> Server {
+        Self::spawn_with_log(database_url, args, extra_env, None)
+    }
+
+    /// As [`Server::spawn`], with the process's log (stderr) written to `log_file`.
+    pub fn spawn_with_log(
+        database_url: &str,
+        args: &[&str],
+        extra_env: &[(&str, &str)],
+        log_file: Option<&Path>,
+    ) -> Server {
         let mut command = calmony(database_url);
+        let stderr = match log_file {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("create the log file")),
+            None => Stdio::inherit(),
+        };
         command
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         for (key, value) in extra_env {
             command.env(key, value);
         }
