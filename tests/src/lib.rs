@@ -95,10 +95,7 @@ impl Server {
             Some(path) => Stdio::from(std::fs::File::create(path).expect("create the log file")),
             None => Stdio::inherit(),
         };
-        command
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(stderr);
+        command.args(args).stdout(Stdio::piped()).stderr(stderr);
         for (key, value) in extra_env {
             command.env(key, value);
         }

@@ -15,8 +15,15 @@ const CARDS: &[(&str, &str)] = &[
 #[tokio::test]
 async fn no_card_number_or_cvv_is_ever_stored_or_logged() {
     let db = TestDatabase::new().await;
-    let project = stdout_of(&run(&db.url, &["projects", "create", "--name", "Careful"])).trim().to_string();
-    let key = stdout_of(&run(&db.url, &["keys", "create", "--project", &project, "--mode", "test"])).trim().to_string();
+    let project = stdout_of(&run(&db.url, &["projects", "create", "--name", "Careful"]))
+        .trim()
+        .to_string();
+    let key = stdout_of(&run(
+        &db.url,
+        &["keys", "create", "--project", &project, "--mode", "test"],
+    ))
+    .trim()
+    .to_string();
     let log = tempfile::NamedTempFile::new().unwrap();
     let mut server = Server::spawn_with_log(
         &db.url,
@@ -32,7 +39,13 @@ async fn no_card_number_or_cvv_is_ever_stored_or_logged() {
             .form(&form)
             .send()
     };
-    let customer: serde_json::Value = post("/v1/customers", vec![("email", "card@example.com".into())]).await.unwrap().json().await.unwrap();
+    let customer: serde_json::Value =
+        post("/v1/customers", vec![("email", "card@example.com".into())])
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
     for (number, cvc) in CARDS {
         let method: serde_json::Value = post(
             "/v1/payment_methods",
@@ -49,12 +62,25 @@ async fn no_card_number_or_cvv_is_ever_stored_or_logged() {
         .json()
         .await
         .unwrap();
-        let method_id = method["id"].as_str().unwrap_or_else(|| panic!("{method}")).to_string();
+        let method_id = method["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{method}"))
+            .to_string();
         assert_eq!(method["card"]["last4"], &number[number.len() - 4..]);
-        post(&format!("/v1/payment_methods/{method_id}/attach"), vec![("customer", customer["id"].as_str().unwrap().into())]).await.unwrap();
+        post(
+            &format!("/v1/payment_methods/{method_id}/attach"),
+            vec![("customer", customer["id"].as_str().unwrap().into())],
+        )
+        .await
+        .unwrap();
         let intent = post(
             "/v1/payment_intents",
-            vec![("amount", "1500".into()), ("currency", "gbp".into()), ("payment_method", method_id), ("confirm", "true".into())],
+            vec![
+                ("amount", "1500".into()),
+                ("currency", "gbp".into()),
+                ("payment_method", method_id),
+                ("confirm", "true".into()),
+            ],
         )
         .await
         .unwrap();
@@ -63,7 +89,12 @@ async fn no_card_number_or_cvv_is_ever_stored_or_logged() {
     // A card with a wrong number is refused, and its digits are not kept either.
     let refused = post(
         "/v1/payment_methods",
-        vec![("type", "card".into()), ("card[number]", "4929421234600822".into()), ("card[exp_month]", "12".into()), ("card[exp_year]", "2031".into())],
+        vec![
+            ("type", "card".into()),
+            ("card[number]", "4929421234600822".into()),
+            ("card[exp_month]", "12".into()),
+            ("card[exp_year]", "2031".into()),
+        ],
     )
     .await
     .unwrap();
@@ -74,18 +105,37 @@ async fn no_card_number_or_cvv_is_ever_stored_or_logged() {
         .args(["--data-only", "--no-owner", &db.url])
         .output()
         .expect("pg_dump");
-    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
     let dump = String::from_utf8_lossy(&dump.stdout);
-    assert!(dump.contains("card@example.com"), "the dump really holds the data");
+    assert!(
+        dump.contains("card@example.com"),
+        "the dump really holds the data"
+    );
     let log = std::fs::read_to_string(log.path()).unwrap();
     assert!(log.len() > 1_000, "the log really was written");
     for haystack in [("database", &*dump), ("log", &*log)] {
         for (number, cvc) in CARDS.iter().chain([("4929421234600822", "")].iter()) {
-            assert!(!haystack.1.contains(number), "card number {number} found in the {}", haystack.0);
+            assert!(
+                !haystack.1.contains(number),
+                "card number {number} found in the {}",
+                haystack.0
+            );
             if !cvc.is_empty() {
                 let pattern = format!("cvc={cvc}");
-                assert!(!haystack.1.contains(&pattern), "CVC found in the {}", haystack.0);
-                assert!(!haystack.1.contains(&format!("cardCVV={cvc}")), "CVV found in the {}", haystack.0);
+                assert!(
+                    !haystack.1.contains(&pattern),
+                    "CVC found in the {}",
+                    haystack.0
+                );
+                assert!(
+                    !haystack.1.contains(&format!("cardCVV={cvc}")),
+                    "CVV found in the {}",
+                    haystack.0
+                );
             }
         }
     }
