@@ -120,6 +120,9 @@ impl LogReader {
 }
 
 /// Reads on the caller's connection, so a projection can read and write in one transaction.
+///
+/// The ORDER BY names `events.txid`: a bare `txid` would mean the output column (cast to
+/// bigint for sqlx), which no index serves, and every read would sort the rest of the log.
 pub async fn read_after(
     connection: &mut PgConnection,
     after: LogCursor,
@@ -129,7 +132,7 @@ pub async fn read_after(
         "SELECT {RECORDED_EVENT_COLUMNS} FROM events \
          WHERE (txid, position) > ($1::text::xid8, $2) \
            AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
-         ORDER BY txid, position \
+         ORDER BY events.txid, events.position \
          LIMIT $3"
     ))
     .bind(after.txid)
@@ -219,7 +222,7 @@ pub async fn read_headers_after(
          FROM events \
          WHERE (txid, position) > ($1::text::xid8, $2) \
            AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
-         ORDER BY txid, position \
+         ORDER BY events.txid, events.position \
          LIMIT $3",
     )
     .bind(after.txid)

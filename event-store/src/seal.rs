@@ -90,7 +90,7 @@ impl Sealer {
                 "SELECT txid::text::bigint, position, hash FROM events \
                  WHERE (txid, position) > ($1::text::xid8, $2) \
                    AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
-                 ORDER BY txid, position LIMIT $3",
+                 ORDER BY events.txid, events.position LIMIT $3",
             )
             .bind(from.txid)
             .bind(from.position)

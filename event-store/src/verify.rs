@@ -207,7 +207,7 @@ async fn verify_seals(pool: &PgPool, report: &mut VerifyReport) -> Result<(), St
             "SELECT hash FROM events \
              WHERE (txid, position) > ($1::text::xid8, $2) \
                AND (txid, position) <= ($3::text::xid8, $4) \
-             ORDER BY txid, position",
+             ORDER BY events.txid, events.position",
         )
         .bind(seal.from_txid)
         .bind(seal.from_position)

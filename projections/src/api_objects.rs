@@ -421,9 +421,6 @@ impl Projection for ApiObjects {
             deleted        boolean NOT NULL,
             body           jsonb   NOT NULL
         );
-        CREATE INDEX objects_list ON objects (project, livemode, object, created DESC, id DESC);
-        CREATE INDEX objects_by_customer ON objects (project, livemode, object, customer, created DESC, id DESC);
-        CREATE INDEX objects_by_intent ON objects (project, livemode, object, payment_intent, created DESC, id DESC);
         CREATE TABLE stripe_events (
             id        text    PRIMARY KEY,
             project   text    NOT NULL,
@@ -435,9 +432,15 @@ impl Projection for ApiObjects {
             -- in which they happened
             ordinal   bigint  NOT NULL,
             body      jsonb   NOT NULL
-        );
-        CREATE INDEX stripe_events_list ON stripe_events (project, livemode, created DESC, ordinal DESC);
-        CREATE INDEX stripe_events_by_type ON stripe_events (project, livemode, type, created DESC, id DESC);"
+        );"
+    }
+
+    fn index_sql(&self) -> &'static str {
+        "CREATE INDEX objects_list ON objects (project, livemode, object, created DESC, id DESC);
+CREATE INDEX objects_by_customer ON objects (project, livemode, object, customer, created DESC, id DESC);
+CREATE INDEX objects_by_intent ON objects (project, livemode, object, payment_intent, created DESC, id DESC);
+CREATE INDEX stripe_events_list ON stripe_events (project, livemode, created DESC, ordinal DESC);
+CREATE INDEX stripe_events_by_type ON stripe_events (project, livemode, type, created DESC, ordinal DESC);"
     }
 
     async fn apply(

@@ -68,6 +68,12 @@ pub trait Projection: Send + Sync {
     /// schema being built.
     fn schema_sql(&self) -> &'static str;
 
+    /// Secondary (non-unique) indexes, unqualified like `schema_sql`. Created with the
+    /// tables for a new projection, but only after loading during a rebuild.
+    fn index_sql(&self) -> &'static str {
+        ""
+    }
+
     /// Whether `apply` reads event payloads. Projections that do not (the stream index) are
     /// fed events without them, which makes rebuilds much faster.
     fn needs_payload(&self) -> bool {
@@ -150,6 +156,13 @@ impl ProjectionRuntime {
                 .await?;
         if !exists {
             create_schema(&mut transaction, projection, projection.name()).await?;
+            set_search_path(&mut transaction, projection.name()).await?;
+            sqlx::raw_sql(projection.index_sql())
+                .execute(&mut *transaction)
+                .await?;
+            sqlx::query("SET LOCAL search_path TO public")
+                .execute(&mut *transaction)
+                .await?;
         }
         sqlx::query(
             "INSERT INTO public.projection_checkpoints (name) VALUES ($1) ON CONFLICT DO NOTHING",
@@ -273,21 +286,67 @@ impl ProjectionRuntime {
 
         let mut cursor = LogCursor::START;
         let mut applied = 0u64;
-        // Build while live reads and the live projection go on.
-        loop {
+        // Build while live reads and the live projection go on. A reader task fetches the
+        // next batch while this one is applied (they need not share a transaction: nothing
+        // here is visible until the swap).
+        let (batches, mut incoming) = tokio::sync::mpsc::channel::<Vec<RecordedEvent>>(1);
+        let reader = {
+            let pool = self.pool.clone();
+            let headers_only = !projection.needs_payload();
+            tokio::spawn(async move {
+                let mut cursor = LogCursor::START;
+                loop {
+                    let mut connection = pool.acquire().await?;
+                    let events = if headers_only {
+                        event_store::log::read_headers_after(
+                            &mut connection,
+                            cursor,
+                            REBUILD_BATCH_EVENTS,
+                        )
+                        .await?
+                    } else {
+                        read_after(&mut connection, cursor, REBUILD_BATCH_EVENTS).await?
+                    };
+                    drop(connection);
+                    let Some(last) = events.last() else {
+                        return Ok::<LogCursor, ProjectionError>(cursor);
+                    };
+                    cursor = last.cursor();
+                    if batches.send(events).await.is_err() {
+                        return Ok(cursor);
+                    }
+                }
+            })
+        };
+        while let Some(events) = incoming.recv().await {
+            let Some(last) = events.last() else { continue };
+            let last_cursor = last.cursor();
             let mut transaction = self.pool.begin().await?;
-            let events =
-                read_batch(&mut transaction, projection, cursor, REBUILD_BATCH_EVENTS).await?;
-            let Some(last) = events.last() else {
-                transaction.rollback().await?;
-                break;
-            };
+            // A crash loses the rebuild, never data: it restarts from zero into a fresh
+            // schema, so these commits need not wait for the disk.
+            sqlx::query("SET LOCAL synchronous_commit TO off")
+                .execute(&mut *transaction)
+                .await?;
             set_search_path(&mut transaction, &target).await?;
             projection.apply(&mut transaction, &events).await?;
             transaction.commit().await?;
-            cursor = last.cursor();
+            cursor = last_cursor;
             applied += events.len() as u64;
             on_progress(applied, total.max(applied));
+        }
+        let read_to = reader.await.map_err(|error| ProjectionError::Invariant {
+            projection: "rebuild",
+            reason: format!("the rebuild's reader task failed: {error}"),
+        })??;
+        debug_assert_eq!(read_to, cursor, "the rebuild applied exactly what it read");
+        // Secondary indexes are built once over the loaded tables, not row by row.
+        {
+            let mut transaction = self.pool.begin().await?;
+            set_search_path(&mut transaction, &target).await?;
+            sqlx::raw_sql(projection.index_sql())
+                .execute(&mut *transaction)
+                .await?;
+            transaction.commit().await?;
         }
 
         // Swap: hold the live projection's lock, catch up the last events, rename.

@@ -45,8 +45,11 @@ impl Projection for StreamIndex {
             first_recorded_at timestamptz NOT NULL,
             last_recorded_at  timestamptz NOT NULL,
             PRIMARY KEY (aggregate_type, aggregate_id)
-        );
-        CREATE INDEX streams_by_project ON streams (project, aggregate_type);"
+        );"
+    }
+
+    fn index_sql(&self) -> &'static str {
+        "CREATE INDEX streams_by_project ON streams (project, aggregate_type);"
     }
 
     fn needs_payload(&self) -> bool {
