@@ -5,6 +5,7 @@ use domain::customer::Customer;
 use domain::payment_intent::PaymentIntent;
 use domain::payment_method::PaymentMethod;
 use domain::project::Project;
+use domain::webhook_endpoint::WebhookEndpoint;
 use event_store::store::AsOf;
 
 use crate::execute::{CommandBus, CommandError};
@@ -23,6 +24,7 @@ pub const KNOWN_TYPES: &[&str] = &[
     PaymentIntent::TYPE,
     PaymentMethod::TYPE,
     Project::TYPE,
+    WebhookEndpoint::TYPE,
 ];
 
 /// The state of `aggregate_type/aggregate_id` as of `as_of`, as JSON, with the version it
@@ -38,6 +40,7 @@ pub async fn replay(
         PaymentIntent::TYPE => state_of::<PaymentIntent>(bus, aggregate_id, as_of).await,
         PaymentMethod::TYPE => state_of::<PaymentMethod>(bus, aggregate_id, as_of).await,
         Project::TYPE => state_of::<Project>(bus, aggregate_id, as_of).await,
+        WebhookEndpoint::TYPE => state_of::<WebhookEndpoint>(bus, aggregate_id, as_of).await,
         other => Err(ReplayError::UnknownType(other.to_string())),
     }
 }

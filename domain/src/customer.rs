@@ -106,7 +106,7 @@ pub enum CustomerError {
 const MAX_METADATA_KEYS: usize = 50;
 const MAX_METADATA_KEY_CHARS: usize = 40;
 const MAX_METADATA_VALUE_CHARS: usize = 500;
-const MAX_TEXT_CHARS: usize = 5_000;
+pub(crate) const MAX_TEXT_CHARS: usize = 5_000;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Customer {
@@ -143,21 +143,50 @@ fn validate(fields: &CustomerFields, current: &Metadata) -> Result<(), CustomerE
             }
         }
     }
-    let mut keys: std::collections::BTreeSet<&String> = if fields.clear_metadata {
+    validate_metadata(current, &fields.metadata, fields.clear_metadata)?;
+    Ok(())
+}
+
+/// Metadata beyond Stripe's limits (shared by every resource that has `metadata`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetadataError {
+    #[error("{field} is too long (at most {max} characters)")]
+    TooLong { field: &'static str, max: usize },
+    #[error("metadata may hold at most 50 keys")]
+    TooManyKeys,
+}
+
+impl From<MetadataError> for CustomerError {
+    fn from(error: MetadataError) -> Self {
+        match error {
+            MetadataError::TooLong { field, max } => CustomerError::TooLong { field, max },
+            MetadataError::TooManyKeys => CustomerError::TooManyMetadataKeys,
+        }
+    }
+}
+
+/// Checks `changes` (keys to set or remove, after removing every key when `clear`) against
+/// Stripe's limits, given the `current` metadata.
+pub fn validate_metadata(
+    current: &Metadata,
+    changes: &BTreeMap<String, Option<String>>,
+    clear: bool,
+) -> Result<(), MetadataError> {
+    let mut keys: std::collections::BTreeSet<&String> = if clear {
         Default::default()
     } else {
         current.keys().collect()
     };
-    for (key, value) in &fields.metadata {
+    for (key, value) in changes {
         if key.chars().count() > MAX_METADATA_KEY_CHARS {
-            return Err(CustomerError::TooLong {
+            return Err(MetadataError::TooLong {
                 field: "metadata key",
                 max: MAX_METADATA_KEY_CHARS,
             });
         }
         match value {
             Some(value) if value.chars().count() > MAX_METADATA_VALUE_CHARS => {
-                return Err(CustomerError::TooLong {
+                return Err(MetadataError::TooLong {
                     field: "metadata value",
                     max: MAX_METADATA_VALUE_CHARS,
                 })
@@ -171,16 +200,22 @@ fn validate(fields: &CustomerFields, current: &Metadata) -> Result<(), CustomerE
         }
     }
     if keys.len() > MAX_METADATA_KEYS {
-        return Err(CustomerError::TooManyMetadataKeys);
+        return Err(MetadataError::TooManyKeys);
     }
     Ok(())
 }
 
-fn apply_metadata(metadata: &mut Metadata, fields: &CustomerFields) {
-    if fields.clear_metadata {
+/// Applies metadata changes: every key removed first when `clear`, then each key set
+/// (`Some`) or removed (`None`).
+pub fn apply_metadata_changes(
+    metadata: &mut Metadata,
+    changes: &BTreeMap<String, Option<String>>,
+    clear: bool,
+) {
+    if clear {
         metadata.clear();
     }
-    for (key, value) in &fields.metadata {
+    for (key, value) in changes {
         match value {
             Some(value) => {
                 metadata.insert(key.clone(), value.clone());
@@ -190,6 +225,10 @@ fn apply_metadata(metadata: &mut Metadata, fields: &CustomerFields) {
             }
         }
     }
+}
+
+fn apply_metadata(metadata: &mut Metadata, fields: &CustomerFields) {
+    apply_metadata_changes(metadata, &fields.metadata, fields.clear_metadata);
 }
 
 impl Aggregate for Customer {

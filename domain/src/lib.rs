@@ -10,5 +10,6 @@ pub mod payment_intent;
 pub mod payment_method;
 pub mod project;
 pub mod upcasters;
+pub mod webhook_endpoint;
 
 pub use money::{Currency, Money, MoneyError};
