@@ -143,6 +143,32 @@ pub async fn read_after(
     Ok(events)
 }
 
+/// As [`read_after`], but never past `until` (inclusive): for a consumer that reads what
+/// another consumer built from the log, and so must not run ahead of that one's checkpoint.
+pub async fn read_after_until(
+    connection: &mut PgConnection,
+    after: LogCursor,
+    until: LogCursor,
+    limit: i64,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let events = sqlx::query_as(&format!(
+        "SELECT {RECORDED_EVENT_COLUMNS} FROM events \
+         WHERE (txid, position) > ($1::text::xid8, $2) \
+           AND (txid, position) <= ($3::text::xid8, $4) \
+           AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
+         ORDER BY events.txid, events.position \
+         LIMIT $5"
+    ))
+    .bind(after.txid)
+    .bind(after.position)
+    .bind(until.txid)
+    .bind(until.position)
+    .bind(limit.clamp(1, MAX_BATCH_EVENTS))
+    .fetch_all(connection)
+    .await?;
+    Ok(events)
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct SubscriptionSettings {
     pub batch_events: i64,

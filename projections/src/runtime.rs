@@ -12,6 +12,11 @@
 //! transaction holding the projection's lock, the rebuild catches up to the horizon and the
 //! schemas are renamed. Readers name tables by schema, so their next statement reads the new
 //! tables; statements in flight finish on the old ones.
+//!
+//! A consumer may read what another one built (the webhook relay reads the `api`
+//! projection's Stripe events): it names that one in [`Projection::reads_after`], its
+//! batches stop at that one's checkpoint, and it wakes on that one's commits (every batch
+//! notifies [`CHECKPOINT_CHANNEL`] with the projection's name) instead of the log's.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +30,8 @@ use sqlx::{PgConnection, PgPool};
 pub const DEFAULT_BATCH_EVENTS: i64 = 1_000;
 /// Bound on the events of one rebuild batch (larger: nobody waits on a rebuild's batch).
 pub const REBUILD_BATCH_EVENTS: i64 = 20_000;
+/// Every committed batch notifies this channel with its projection's name.
+pub const CHECKPOINT_CHANNEL: &str = "calmony_checkpoints";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -80,6 +87,13 @@ pub trait Projection: Send + Sync {
         true
     }
 
+    /// The projection whose tables `apply` reads, if any: batches never go past its
+    /// checkpoint (so what they read is there), and `follow` wakes on its commits. Such a
+    /// consumer is not rebuilt by this runtime.
+    fn reads_after(&self) -> Option<&'static str> {
+        None
+    }
+
     /// Applies one batch, in log order, inside the batch transaction (`search_path` is the
     /// projection's schema, then `public`).
     async fn apply(
@@ -129,12 +143,16 @@ async fn read_batch(
     projection: &dyn Projection,
     after: LogCursor,
     limit: i64,
-) -> Result<Vec<RecordedEvent>, StoreError> {
-    if projection.needs_payload() {
-        read_after(connection, after, limit).await
-    } else {
-        event_store::log::read_headers_after(connection, after, limit).await
+) -> Result<Vec<RecordedEvent>, ProjectionError> {
+    if let Some(upstream) = projection.reads_after() {
+        let until = read_checkpoint(&mut *connection, upstream).await?;
+        return Ok(event_store::log::read_after_until(connection, after, until, limit).await?);
     }
+    Ok(if projection.needs_payload() {
+        read_after(connection, after, limit).await?
+    } else {
+        event_store::log::read_headers_after(connection, after, limit).await?
+    })
 }
 
 impl ProjectionRuntime {
@@ -200,6 +218,11 @@ impl ProjectionRuntime {
             events.len(),
         )
         .await?;
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHECKPOINT_CHANNEL)
+            .bind(projection.name())
+            .execute(&mut *transaction)
+            .await?;
         transaction.commit().await?;
         Ok(events.len())
     }
@@ -228,8 +251,14 @@ impl ProjectionRuntime {
         batch_events: i64,
         poll_interval_ms: u64,
     ) -> Result<(), ProjectionError> {
+        let upstream = projection.reads_after();
         let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen(NOTIFY_CHANNEL).await?;
+        listener
+            .listen(match upstream {
+                Some(_) => CHECKPOINT_CHANNEL,
+                None => NOTIFY_CHANNEL,
+            })
+            .await?;
         let reader = event_store::LogReader::new(self.pool.clone());
         loop {
             let applied = self.run_batch(projection.as_ref(), batch_events).await?;
@@ -241,16 +270,24 @@ impl ProjectionRuntime {
                 read_checkpoint(&mut connection, projection.name()).await?
             };
             // Committed events waiting behind an older open transaction: look again soon.
-            let wait = if reader.has_hidden_events(checkpoint).await? {
+            // (A downstream consumer waits for its upstream instead, which does this.)
+            let wait = if upstream.is_none() && reader.has_hidden_events(checkpoint).await? {
                 Duration::from_millis(2)
             } else {
                 Duration::from_millis(poll_interval_ms)
             };
-            match tokio::time::timeout(wait, listener.recv()).await {
-                Ok(Ok(_)) | Err(_) => {}
-                Ok(Err(error)) => {
-                    tracing::warn!(projection = projection.name(), %error, "listener failed; polling");
-                    tokio::time::sleep(wait).await;
+            let deadline = tokio::time::Instant::now() + wait;
+            loop {
+                match tokio::time::timeout_at(deadline, listener.recv()).await {
+                    // Another projection's commit: nothing for this one yet.
+                    Ok(Ok(notification))
+                        if upstream.is_some_and(|name| notification.payload() != name) => {}
+                    Ok(Ok(_)) | Err(_) => break,
+                    Ok(Err(error)) => {
+                        tracing::warn!(projection = projection.name(), %error, "listener failed; polling");
+                        tokio::time::sleep(wait).await;
+                        break;
+                    }
                 }
             }
             while listener.next_buffered().is_some() {}
@@ -264,6 +301,12 @@ impl ProjectionRuntime {
         projection: &dyn Projection,
         mut on_progress: impl FnMut(u64, u64),
     ) -> Result<u64, ProjectionError> {
+        if let Some(upstream) = projection.reads_after() {
+            return Err(ProjectionError::Invariant {
+                projection: projection.name(),
+                reason: format!("it reads what {upstream} built and is not rebuilt"),
+            });
+        }
         self.ensure_created(projection).await?;
         let target = rebuild_schema(projection.name());
         {

@@ -203,3 +203,70 @@ async fn rebuild_equals_live_and_reads_never_stop() {
     .unwrap();
     assert_eq!(leftover, 0, "no rebuild or old schema is left behind");
 }
+
+/// Counts the events it is given, in a table of its own; reads after the stream index.
+struct Downstream;
+
+#[async_trait::async_trait]
+impl projections::Projection for Downstream {
+    fn name(&self) -> &'static str {
+        "downstream_test"
+    }
+
+    fn schema_sql(&self) -> &'static str {
+        "CREATE TABLE seen (position bigint PRIMARY KEY);"
+    }
+
+    fn reads_after(&self) -> Option<&'static str> {
+        Some("stream_index")
+    }
+
+    async fn apply(
+        &self,
+        connection: &mut sqlx::PgConnection,
+        events: &[event_store::RecordedEvent],
+    ) -> Result<(), projections::ProjectionError> {
+        let positions: Vec<i64> = events.iter().map(|event| event.position).collect();
+        sqlx::query("INSERT INTO seen SELECT * FROM UNNEST($1::bigint[])")
+            .bind(&positions)
+            .execute(connection)
+            .await?;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_downstream_consumer_never_passes_its_upstream_and_wakes_on_its_commits() {
+    let db = TestDatabase::new().await;
+    let runtime = ProjectionRuntime::new(db.pool.clone());
+    runtime.ensure_created(&StreamIndex).await.unwrap();
+    runtime.ensure_created(&Downstream).await.unwrap();
+    write_streams(&db, 10, 2, 0).await;
+
+    assert_eq!(runtime.run_batch(&Downstream, 100).await.unwrap(), 0);
+    assert_eq!(runtime.run_batch(&StreamIndex, 5).await.unwrap(), 5);
+    assert_eq!(runtime.run_batch(&Downstream, 100).await.unwrap(), 5);
+    assert_eq!(runtime.run_batch(&Downstream, 100).await.unwrap(), 0);
+
+    // Following, it catches up as the upstream commits, well before its poll interval.
+    let follower = {
+        let runtime = runtime.clone();
+        tokio::spawn(async move { runtime.follow(Arc::new(Downstream), 100, 60_000).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    runtime.catch_up(&StreamIndex, 100).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM downstream_test.seen")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        if seen == 20 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "saw {seen} of 20");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    follower.abort();
+    assert!(runtime.rebuild(&Downstream, |_, _| {}).await.is_err());
+}
