@@ -1,5 +1,5 @@
 //! The API's read model: every Stripe object (customers, payment methods, payment intents,
-//! charges, refunds) as it is now, and every Stripe event with `data.object` as it was at
+//! charges, refunds, webhook endpoints) as it is now, and every Stripe event with `data.object` as it was at
 //! that event. `/v1` reads answer from here, never from the log.
 //!
 //! It folds each stream's events through the domain aggregate's own `apply` (the state is
@@ -13,6 +13,7 @@ use cqrs_es::Aggregate;
 use domain::customer::{Customer, CustomerEvent};
 use domain::payment_intent::{PaymentIntent, PaymentIntentEvent};
 use domain::payment_method::{PaymentMethod, PaymentMethodEvent};
+use domain::webhook_endpoint::{WebhookEndpoint, WebhookEndpointEvent};
 use event_store::upcast::to_current_shape;
 use event_store::{EventMetadata, Mode, RecordedEvent};
 use serde::de::DeserializeOwned;
@@ -68,6 +69,7 @@ enum State {
     Customer(Customer),
     PaymentMethod(PaymentMethod),
     PaymentIntent(PaymentIntent),
+    WebhookEndpoint(WebhookEndpoint),
 }
 
 impl State {
@@ -76,6 +78,7 @@ impl State {
             Customer::TYPE => Some(State::Customer(Customer::default())),
             PaymentMethod::TYPE => Some(State::PaymentMethod(PaymentMethod::default())),
             PaymentIntent::TYPE => Some(State::PaymentIntent(PaymentIntent::default())),
+            WebhookEndpoint::TYPE => Some(State::WebhookEndpoint(WebhookEndpoint::default())),
             _ => None,
         }
     }
@@ -85,6 +88,7 @@ impl State {
             Customer::TYPE => Some(State::Customer(serde_json::from_value(state)?)),
             PaymentMethod::TYPE => Some(State::PaymentMethod(serde_json::from_value(state)?)),
             PaymentIntent::TYPE => Some(State::PaymentIntent(serde_json::from_value(state)?)),
+            WebhookEndpoint::TYPE => Some(State::WebhookEndpoint(serde_json::from_value(state)?)),
             _ => None,
         })
     }
@@ -94,6 +98,7 @@ impl State {
             State::Customer(state) => serde_json::to_value(state),
             State::PaymentMethod(state) => serde_json::to_value(state),
             State::PaymentIntent(state) => serde_json::to_value(state),
+            State::WebhookEndpoint(state) => serde_json::to_value(state),
         }
     }
 }
@@ -241,6 +246,29 @@ fn project_payment_method(
         PaymentMethodEvent::PaymentMethodCreated { .. }
         | PaymentMethodEvent::PaymentMethodTokenRefreshed { .. } => {}
     }
+}
+
+/// Endpoints are objects (listable, retrievable) with no Stripe events of their own. The
+/// signing secret in the created event is never read here: the body is Stripe's shape
+/// without it, and the aggregate does not keep it.
+fn project_webhook_endpoint(
+    changes: &mut Changes,
+    context: &Context<'_>,
+    state: &mut WebhookEndpoint,
+    event: WebhookEndpointEvent,
+) {
+    state.apply(event);
+    changes.object(ObjectRow {
+        id: state.id.clone(),
+        project: context.project.to_string(),
+        livemode: context.livemode,
+        object: "webhook_endpoint",
+        customer: None,
+        payment_intent: None,
+        created: state.created,
+        deleted: state.deleted,
+        body: stripe::webhook_endpoint(state, context.livemode),
+    });
 }
 
 fn project_payment_intent(
@@ -440,7 +468,8 @@ impl Projection for ApiObjects {
 CREATE INDEX objects_by_customer ON objects (project, livemode, object, customer, created DESC, id DESC);
 CREATE INDEX objects_by_intent ON objects (project, livemode, object, payment_intent, created DESC, id DESC);
 CREATE INDEX stripe_events_list ON stripe_events (project, livemode, created DESC, ordinal DESC);
-CREATE INDEX stripe_events_by_type ON stripe_events (project, livemode, type, created DESC, ordinal DESC);"
+CREATE INDEX stripe_events_by_type ON stripe_events (project, livemode, type, created DESC, ordinal DESC);
+CREATE INDEX stripe_events_by_position ON stripe_events (position);"
     }
 
     async fn apply(
@@ -518,6 +547,12 @@ CREATE INDEX stripe_events_by_type ON stripe_events (project, livemode, type, cr
                     decode(event, &self.upcasters)?,
                 ),
                 State::PaymentIntent(state) => project_payment_intent(
+                    &mut changes,
+                    &context,
+                    state,
+                    decode(event, &self.upcasters)?,
+                ),
+                State::WebhookEndpoint(state) => project_webhook_endpoint(
                     &mut changes,
                     &context,
                     state,

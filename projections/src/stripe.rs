@@ -6,10 +6,35 @@
 use domain::customer::Customer;
 use domain::payment_intent::{AttemptStatus, CaptureMethod, Charge, PaymentIntent, Refund};
 use domain::payment_method::PaymentMethod;
+use domain::webhook_endpoint::WebhookEndpoint;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 pub const API_VERSION: &str = "2026-10-28.endive";
+
+/// Every Stripe event type rendered here (by `api_objects`): what a webhook endpoint's
+/// `enabled_events` may name, besides `*`.
+pub const EVENT_TYPES: &[&str] = &[
+    "charge.captured",
+    "charge.failed",
+    "charge.refunded",
+    "charge.succeeded",
+    "customer.created",
+    "customer.deleted",
+    "customer.updated",
+    "payment_intent.amount_capturable_updated",
+    "payment_intent.canceled",
+    "payment_intent.created",
+    "payment_intent.payment_failed",
+    "payment_intent.requires_action",
+    "payment_intent.succeeded",
+    "payment_method.attached",
+    "payment_method.detached",
+    "payment_method.updated",
+    "refund.created",
+    "refund.failed",
+    "refund.updated",
+];
 
 fn short_hash(parts: &[&str], length: usize) -> String {
     let mut hasher = Sha256::new();
@@ -244,6 +269,27 @@ pub fn refund(intent: &PaymentIntent, refund: &Refund) -> Value {
     })
 }
 
+/// A webhook endpoint as Stripe shows it, without its secret (which only the create
+/// response carries: the handler adds it there).
+pub fn webhook_endpoint(endpoint: &WebhookEndpoint, livemode: bool) -> Value {
+    if endpoint.deleted {
+        return json!({"id": endpoint.id, "object": "webhook_endpoint", "deleted": true});
+    }
+    json!({
+        "id": endpoint.id,
+        "object": "webhook_endpoint",
+        "api_version": endpoint.api_version,
+        "application": null,
+        "created": endpoint.created,
+        "description": endpoint.description,
+        "enabled_events": endpoint.enabled_events,
+        "livemode": livemode,
+        "metadata": endpoint.metadata,
+        "status": endpoint.status.as_str(),
+        "url": endpoint.url,
+    })
+}
+
 /// The top-level keys of `before` whose values differ in `after`: Stripe's
 /// `data.previous_attributes` on `*.updated` events.
 pub fn previous_attributes(before: &Value, after: &Value) -> Value {
@@ -256,4 +302,30 @@ pub fn previous_attributes(before: &Value, after: &Value) -> Value {
         }
     }
     Value::Object(changed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `EVENT_TYPES` names exactly the types `api_objects` renders (read from its source, so
+    /// a new event type cannot be forgotten here).
+    #[test]
+    fn event_types_are_the_rendered_ones() {
+        let source = include_str!("api_objects.rs");
+        let mut rendered: Vec<&str> = source
+            .split('"')
+            .skip(1)
+            .step_by(2)
+            .filter(|literal| {
+                literal.contains('.')
+                    && literal
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c == '_' || c == '.')
+            })
+            .collect();
+        rendered.sort_unstable();
+        rendered.dedup();
+        assert_eq!(rendered, EVENT_TYPES);
+    }
 }
