@@ -147,6 +147,11 @@ async fn read_all_pages_through_the_log_and_hides_uncommitted_work() {
         .is_empty());
     assert!(reader.has_hidden_events(LogCursor::START).await.unwrap());
     open.commit().await.unwrap();
+    // The horizon is server-wide: other tests' transactions may hold it back a moment.
+    assert!(reader
+        .wait_until_final(Duration::from_secs(30))
+        .await
+        .unwrap());
 
     let first_page = reader.read_all(LogCursor::START, 4).await.unwrap();
     assert_eq!(first_page.len(), 4);
