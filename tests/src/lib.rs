@@ -68,6 +68,16 @@ impl Server {
         Self::spawn(database_url, &["serve", "--addr", "127.0.0.1:0"], extra_env)
     }
 
+    /// `calmony serve` charging a Cardstream simulator that runs as its own process, as the
+    /// real gateway would; both are killed when dropped (keep the pair alive).
+    pub fn start_with_gateway(database_url: &str, extra_env: &[(&str, &str)]) -> (Server, Server) {
+        let gateway = Server::cardstream_simulator();
+        let direct_url = format!("{}/direct/", gateway.base_url);
+        let mut env: Vec<(&str, &str)> = vec![("CALMONY_CARDSTREAM_TEST_URL", &direct_url)];
+        env.extend_from_slice(extra_env);
+        (Server::start(database_url, &env), gateway)
+    }
+
     /// `calmony cardstream-sim` on a free port: the gateway as a process of its own, whose
     /// state outlives a crashed server.
     pub fn cardstream_simulator() -> Server {

@@ -106,7 +106,7 @@ fn id(value: &Value) -> String {
 async fn a_customer_pays_with_a_saved_card_and_gets_refunded() {
     let db = TestDatabase::new().await;
     let (_, key) = create_key(&db.url, None, "test");
-    let server = Server::start(&db.url, &[]);
+    let (server, _gateway) = Server::start_with_gateway(&db.url, &[]);
     let api = api(&server, &key);
 
     let (status, customer) = api
@@ -226,7 +226,7 @@ async fn a_customer_pays_with_a_saved_card_and_gets_refunded() {
 async fn declines_manual_capture_and_cancel_follow_stripes_state_machine() {
     let db = TestDatabase::new().await;
     let (_, key) = create_key(&db.url, None, "test");
-    let server = Server::start(&db.url, &[]);
+    let (server, _gateway) = Server::start_with_gateway(&db.url, &[]);
     let api = api(&server, &key);
 
     let (status, declined) = api
@@ -331,7 +331,7 @@ async fn declines_manual_capture_and_cancel_follow_stripes_state_machine() {
 async fn http_conventions_errors_and_authentication() {
     let db = TestDatabase::new().await;
     let (_, key) = create_key(&db.url, None, "test");
-    let server = Server::start(&db.url, &[]);
+    let (server, _gateway) = Server::start_with_gateway(&db.url, &[]);
     let api = api(&server, &key);
 
     let (status, unknown) = api
@@ -424,7 +424,8 @@ async fn http_conventions_errors_and_authentication() {
 async fn idempotency_keys_replay_refuse_mismatches_and_allow_one_effect() {
     let db = TestDatabase::new().await;
     let (_, key) = create_key(&db.url, None, "test");
-    let server = Server::start(&db.url, &[("CALMONY_RATE_LIMIT_TEST", "1000")]);
+    let (server, _gateway) =
+        Server::start_with_gateway(&db.url, &[("CALMONY_RATE_LIMIT_TEST", "1000")]);
     let api = api(&server, &key);
 
     let (status, first) = api
@@ -517,7 +518,7 @@ async fn projects_and_modes_never_see_each_other() {
     let (project_a, key_a) = create_key(&db.url, None, "test");
     let (_, key_b) = create_key(&db.url, None, "test");
     let (_, live_a) = create_key(&db.url, Some(&project_a), "live");
-    let server = Server::start(&db.url, &[]);
+    let (server, _gateway) = Server::start_with_gateway(&db.url, &[]);
     let a = api(&server, &key_a);
     let b = api(&server, &key_b);
     let live = api(&server, &live_a);
@@ -619,7 +620,7 @@ async fn projects_and_modes_never_see_each_other() {
 async fn live_keys_refuse_to_charge_without_live_credentials() {
     let db = TestDatabase::new().await;
     let (_, live_key) = create_key(&db.url, None, "live");
-    let server = Server::start(&db.url, &[]);
+    let (server, _gateway) = Server::start_with_gateway(&db.url, &[]);
     let live = api(&server, &live_key);
     let (status, body) = live
         .post(
@@ -656,7 +657,8 @@ async fn live_keys_refuse_to_charge_without_live_credentials() {
 async fn rate_limits_answer_429_with_retry_after() {
     let db = TestDatabase::new().await;
     let (_, key) = create_key(&db.url, None, "test");
-    let server = Server::start(&db.url, &[("CALMONY_RATE_LIMIT_TEST", "5")]);
+    let (server, _gateway) =
+        Server::start_with_gateway(&db.url, &[("CALMONY_RATE_LIMIT_TEST", "5")]);
     let client = reqwest::Client::new();
     let mut limited = None;
     for _ in 0..40 {
@@ -712,7 +714,7 @@ fn form_of(html: &str) -> (String, Vec<(String, String)>) {
 async fn three_d_secure_requires_action_then_completes_in_the_browser() {
     let db = TestDatabase::new().await;
     let (_, key) = create_key(&db.url, None, "test");
-    let server = Server::start(&db.url, &[]);
+    let (server, _gateway) = Server::start_with_gateway(&db.url, &[]);
     let api = api(&server, &key);
     let browser = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
