@@ -224,3 +224,39 @@ async fn the_server_starts_serves_health_and_projects_the_log() {
     assert_eq!(columns[2], "6", "applied: {line}");
     assert_eq!(columns[3], "0", "lag: {line}");
 }
+
+#[test]
+fn without_database_url_it_starts_its_own_durable_postgresql() {
+    use std::os::unix::fs::PermissionsExt;
+    // A data directory PostgreSQL's own account can reach (tempfile's are private).
+    let data_dir = std::env::temp_dir().join(format!("calmony-managed-{}", std::process::id()));
+    std::fs::create_dir_all(&data_dir).unwrap();
+    std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let run_managed = |args: &[&str]| {
+        std::process::Command::new(calmony_tests::calmony_binary())
+            .args(args)
+            .env_remove("DATABASE_URL")
+            .env("CALMONY_DATA_DIR", &data_dir)
+            .env("CALMONY_LOG", "warn")
+            .output()
+            .expect("run calmony")
+    };
+    let created = run_managed(&["projects", "create", "--name", "Durable"]);
+    assert!(created.status.success(), "{}", stderr_of(&created));
+    let project = stdout_of(&created).trim().to_string();
+    assert!(project.starts_with("proj_"));
+    // A second process finds the same data: the server was stopped and started again.
+    let replay = run_managed(&[
+        "ledger",
+        "replay",
+        "--as-of",
+        "2999-01-01T00:00:00Z",
+        "--stream",
+        &format!("project/{project}"),
+    ]);
+    assert!(replay.status.success(), "{}", stderr_of(&replay));
+    assert!(stdout_of(&replay).contains("Durable"));
+    let verified = run_managed(&["ledger", "verify"]);
+    assert!(verified.status.success(), "{}", stderr_of(&verified));
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
