@@ -24,6 +24,14 @@ pub fn new_secret_key(livemode: bool) -> String {
     )
 }
 
+/// A new webhook signing secret: `whsec_…`. Deliveries are signed with the whole string.
+pub fn new_signing_secret() -> String {
+    format!(
+        "whsec_{}",
+        Alphanumeric.sample_string(&mut rand::rng(), SECRET_RANDOM_CHARS)
+    )
+}
+
 /// How a secret is stored and looked up: lowercase hex SHA-256. Secrets are long and
 /// random, so a fast hash is enough (no password stretching needed).
 pub fn secret_hash(secret: &str) -> String {
@@ -54,6 +62,8 @@ mod tests {
         let secret = new_secret_key(false);
         assert!(secret.starts_with("sk_test_"));
         assert!(new_secret_key(true).starts_with("sk_live_"));
+        assert!(new_signing_secret().starts_with("whsec_"));
+        assert_ne!(new_signing_secret(), new_signing_secret());
         assert_eq!(secret_hash(&secret).len(), 64);
         assert_ne!(secret_hash(&secret), secret_hash(&new_secret_key(false)));
     }

@@ -8,4 +8,4 @@ pub mod clock;
 pub mod recovery;
 pub mod sealer;
 
-pub use clock::{Clock, SystemClock};
+pub use clock::{Clock, ManualClock, SystemClock};
