@@ -784,16 +784,11 @@ impl Aggregate for PaymentIntent {
                 if let Some(capture_method) = changes.capture_method {
                     self.capture_method = capture_method;
                 }
-                for (key, value) in changes.metadata {
-                    match value {
-                        Some(value) => {
-                            self.metadata.insert(key, value);
-                        }
-                        None => {
-                            self.metadata.remove(&key);
-                        }
-                    }
-                }
+                crate::customer::apply_metadata_changes(
+                    &mut self.metadata,
+                    &changes.metadata,
+                    false,
+                );
                 if matches!(
                     self.status,
                     IntentStatus::RequiresPaymentMethod | IntentStatus::RequiresConfirmation

@@ -260,16 +260,7 @@ impl Aggregate for PaymentMethod {
                 self.detached = true;
             }
             PaymentMethodEvent::PaymentMethodUpdated { metadata, .. } => {
-                for (key, value) in metadata {
-                    match value {
-                        Some(value) => {
-                            self.metadata.insert(key, value);
-                        }
-                        None => {
-                            self.metadata.remove(&key);
-                        }
-                    }
-                }
+                crate::customer::apply_metadata_changes(&mut self.metadata, &metadata, false);
             }
             PaymentMethodEvent::PaymentMethodTokenRefreshed { gateway_token, .. } => {
                 self.gateway_token = gateway_token;

@@ -196,13 +196,7 @@ pub async fn retrieve(
     Path(id): Path<String>,
     uri: Uri,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let mut params = query_params(uri.query())?;
-    let expand = params.take_expand()?;
-    params.reject_unknown()?;
-    let scope = scope(&key);
-    let mut customer = read_model::require_object(&state.pool, &scope, "customer", &id).await?;
-    read_model::expand(&state.pool, &scope, &mut customer, &expand).await?;
-    Ok(Json(customer))
+    super::retrieve_object(&state, &key, "customer", &id, uri.query(), &[]).await
 }
 
 pub async fn list(

@@ -7,6 +7,7 @@ pub mod payment_intents;
 pub mod payment_methods;
 pub mod read_model;
 pub mod refunds;
+pub mod webhook_endpoints;
 pub mod write;
 
 use axum::routing::{get, post};
@@ -27,6 +28,8 @@ pub struct ApiState {
     pub payments: PaymentService,
     pub idempotency: IdempotencyStore,
     pub projections: ProjectionRuntime,
+    /// Where webhook endpoints may point (checked when a URL is set).
+    pub url_guard: webhook_relay::UrlGuard,
 }
 
 pub fn scope(key: &AuthenticatedKey) -> Scope {
@@ -39,6 +42,29 @@ pub fn scope(key: &AuthenticatedKey) -> Scope {
 /// The query string of a GET, parsed with the same rules as form bodies.
 pub fn query_params(query: Option<&str>) -> Result<Params, ApiError> {
     Params::parse(&[query.unwrap_or("").as_bytes()])
+}
+
+/// `GET /v1/<resource>/{id}`: one object of `kind` from the read model, in the caller's
+/// scope, with `expand[]`. `ignored` names parameters Stripe accepts there that change
+/// nothing here (a PaymentIntent's `client_secret`).
+pub async fn retrieve_object(
+    state: &ApiState,
+    key: &AuthenticatedKey,
+    kind: &'static str,
+    id: &str,
+    query: Option<&str>,
+    ignored: &[&str],
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let mut params = query_params(query)?;
+    let expand = params.take_expand()?;
+    for name in ignored {
+        params.take_string(name)?;
+    }
+    params.reject_unknown()?;
+    let scope = scope(key);
+    let mut object = read_model::require_object(&state.pool, &scope, kind, id).await?;
+    read_model::expand(&state.pool, &scope, &mut object, &expand).await?;
+    Ok(axum::Json(object))
 }
 
 pub fn routes() -> Router<ApiState> {
@@ -99,4 +125,19 @@ pub fn routes() -> Router<ApiState> {
         .route("/v1/charges/{id}", get(refunds::retrieve_charge))
         .route("/v1/events", get(events::list))
         .route("/v1/events/{id}", get(events::retrieve))
+        .route("/v1/events/{id}/redeliver", post(events::redeliver))
+        .route(
+            "/v1/webhook_endpoints",
+            post(webhook_endpoints::create).get(webhook_endpoints::list),
+        )
+        .route(
+            "/v1/webhook_endpoints/{id}",
+            get(webhook_endpoints::retrieve)
+                .post(webhook_endpoints::update)
+                .delete(webhook_endpoints::delete),
+        )
+        .route(
+            "/v1/webhook_endpoints/{id}/deliveries",
+            get(webhook_endpoints::deliveries),
+        )
 }

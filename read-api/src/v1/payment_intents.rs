@@ -408,14 +408,15 @@ pub async fn retrieve(
     Path(id): Path<String>,
     uri: Uri,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let mut params = query_params(uri.query())?;
-    let expand = params.take_expand()?;
-    let _client_secret = params.take_string("client_secret")?;
-    params.reject_unknown()?;
-    let scope = scope(&key);
-    let mut intent = read_model::require_object(&state.pool, &scope, "payment_intent", &id).await?;
-    read_model::expand(&state.pool, &scope, &mut intent, &expand).await?;
-    Ok(Json(intent))
+    super::retrieve_object(
+        &state,
+        &key,
+        "payment_intent",
+        &id,
+        uri.query(),
+        &["client_secret"],
+    )
+    .await
 }
 
 pub async fn list(

@@ -259,13 +259,7 @@ pub async fn retrieve(
     Path(id): Path<String>,
     uri: Uri,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let mut params = query_params(uri.query())?;
-    let expand = params.take_expand()?;
-    params.reject_unknown()?;
-    let scope = scope(&key);
-    let mut method = read_model::require_object(&state.pool, &scope, "payment_method", &id).await?;
-    read_model::expand(&state.pool, &scope, &mut method, &expand).await?;
-    Ok(Json(method))
+    super::retrieve_object(&state, &key, "payment_method", &id, uri.query(), &[]).await
 }
 
 pub async fn list(

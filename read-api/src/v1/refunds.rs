@@ -89,22 +89,6 @@ pub async fn create(State(state): State<ApiState>, request: WriteRequest) -> Res
     .await
 }
 
-async fn retrieve_kind(
-    state: &ApiState,
-    key: &AuthenticatedKey,
-    kind: &'static str,
-    id: &str,
-    uri: &Uri,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let mut params = query_params(uri.query())?;
-    let expand = params.take_expand()?;
-    params.reject_unknown()?;
-    let scope = scope(key);
-    let mut object = read_model::require_object(&state.pool, &scope, kind, id).await?;
-    read_model::expand(&state.pool, &scope, &mut object, &expand).await?;
-    Ok(Json(object))
-}
-
 async fn list_kind(
     state: &ApiState,
     key: &AuthenticatedKey,
@@ -151,7 +135,7 @@ pub async fn retrieve(
     Path(id): Path<String>,
     uri: Uri,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    retrieve_kind(&state, &key, "refund", &id, &uri).await
+    super::retrieve_object(&state, &key, "refund", &id, uri.query(), &[]).await
 }
 
 pub async fn list(
@@ -168,7 +152,7 @@ pub async fn retrieve_charge(
     Path(id): Path<String>,
     uri: Uri,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    retrieve_kind(&state, &key, "charge", &id, &uri).await
+    super::retrieve_object(&state, &key, "charge", &id, uri.query(), &[]).await
 }
 
 pub async fn list_charges(
