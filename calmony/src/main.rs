@@ -7,6 +7,7 @@ mod ledger_cli;
 mod projections_cli;
 mod projects_cli;
 mod serve;
+mod webhooks_cli;
 
 use clap::{Parser, Subcommand};
 use event_store::database::Database;
@@ -30,7 +31,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the API server with its projections and workers (the default).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// The Cardstream simulator alone (test cards, 3-D Secure, hosted page), as a process.
     CardstreamSim {
         #[arg(
@@ -54,6 +55,9 @@ enum Command {
     /// The auditor's tools over the event log.
     #[command(subcommand)]
     Ledger(ledger_cli::LedgerCommand),
+    /// The webhook relay: run one without the HTTP server, or see how it is doing.
+    #[command(subcommand)]
+    Webhooks(webhooks_cli::WebhooksCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -88,14 +92,14 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     let command = cli
         .command
-        .unwrap_or(Command::Serve(serve::ServeArgs::from_env()));
+        .unwrap_or_else(|| Command::Serve(Box::new(serve::ServeArgs::from_env())));
     // The simulator needs no database.
     if let Command::CardstreamSim { addr } = command {
         return serve::cardstream_simulator(addr).await;
     }
     let database = Database::open(&cli.database.settings()).await?;
     let outcome = match command {
-        Command::Serve(args) => serve::serve(&database, args).await,
+        Command::Serve(args) => serve::serve(&database, *args).await,
         Command::CardstreamSim { .. } => Ok(std::process::ExitCode::SUCCESS),
         Command::Migrate => {
             eprintln!("migrations applied");
@@ -105,6 +109,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Ledger(command) => ledger_cli::run(&database, command).await,
         Command::Projects(command) => projects_cli::run_projects(&database, command).await,
         Command::Keys(command) => projects_cli::run_keys(&database, command).await,
+        Command::Webhooks(command) => webhooks_cli::run(&database, command).await,
     };
     // A managed server stops with us; an external one is left alone.
     if let Err(error) = database.close().await {

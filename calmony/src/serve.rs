@@ -1,6 +1,6 @@
 //! `calmony serve`: the HTTP API, every projection following the log, the sealer, the
-//! recovery of charges left open by a crash, and (unless configured otherwise) the Cardstream
-//! simulator on loopback for test mode.
+//! recovery of charges left open by a crash, the webhook relay, and (unless configured
+//! otherwise) the Cardstream simulator on loopback for test mode.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -18,6 +18,7 @@ use read_api::http::rate_limit::RateLimitDefaults;
 use scheduler::sealer::SealerSettings;
 
 use crate::gateway_config::{client_config, GatewayArgs};
+use crate::webhooks_cli::RelayArgs;
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -51,6 +52,18 @@ pub struct ServeArgs {
     #[arg(long, env = "CALMONY_IDEMPOTENCY_LEASE_MS", default_value_t = DEFAULT_LEASE_MS)]
     pub idempotency_lease_ms: u64,
 
+    /// Run a webhook relay in this process (more can run with `calmony webhooks run`).
+    #[arg(
+        long,
+        env = "CALMONY_WEBHOOKS_RELAY",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub webhooks_relay: bool,
+
+    #[command(flatten)]
+    pub relay: RelayArgs,
+
     #[command(flatten)]
     pub gateway: GatewayArgs,
 }
@@ -77,6 +90,19 @@ pub async fn serve(database: &Database, args: ServeArgs) -> anyhow::Result<ExitC
             let name = projection.name();
             if let Err(error) = runtime.follow(projection, DEFAULT_BATCH_EVENTS, 250).await {
                 tracing::error!(projection = name, %error, "projection stopped");
+            }
+        });
+    }
+    let url_guard = webhook_relay::UrlGuard::default();
+    if args.webhooks_relay {
+        webhook_relay::prepare(pool.clone()).await?;
+        let pool = pool.clone();
+        let guard = url_guard.clone();
+        let settings = args.relay.settings();
+        workers.spawn(async move {
+            let clock = std::sync::Arc::new(scheduler::SystemClock);
+            if let Err(error) = webhook_relay::run(pool, clock, guard, settings).await {
+                tracing::error!(%error, "webhook relay stopped");
             }
         });
     }
@@ -137,6 +163,7 @@ pub async fn serve(database: &Database, args: ServeArgs) -> anyhow::Result<ExitC
         payments,
         idempotency: IdempotencyStore::new(pool.clone(), args.idempotency_lease_ms),
         projections: runtime.clone(),
+        url_guard,
     };
     let app = read_api::router(
         state,

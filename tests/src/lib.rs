@@ -100,6 +100,30 @@ impl Server {
         extra_env: &[(&str, &str)],
         log_file: Option<&Path>,
     ) -> Server {
+        Self::spawn_until(database_url, args, extra_env, log_file, "listening on ")
+    }
+
+    /// `calmony webhooks run`: a webhook relay without the HTTP server, killed when dropped
+    /// (its `base_url` is empty).
+    pub fn webhook_relay(database_url: &str, extra_env: &[(&str, &str)]) -> Server {
+        Self::spawn_until(
+            database_url,
+            &["webhooks", "run"],
+            extra_env,
+            None,
+            "webhook relay running",
+        )
+    }
+
+    /// Spawns a long-running command and waits for the stdout line starting with `ready`;
+    /// what follows it on that line is the `base_url`.
+    fn spawn_until(
+        database_url: &str,
+        args: &[&str],
+        extra_env: &[(&str, &str)],
+        log_file: Option<&Path>,
+        ready: &str,
+    ) -> Server {
         let mut command = calmony(database_url);
         let stderr = match log_file {
             Some(path) => Stdio::from(std::fs::File::create(path).expect("create the log file")),
@@ -117,7 +141,7 @@ impl Server {
             assert!(Instant::now() < deadline, "calmony serve did not start");
             match lines.next() {
                 Some(Ok(line)) => {
-                    if let Some(url) = line.strip_prefix("listening on ") {
+                    if let Some(url) = line.strip_prefix(ready) {
                         break url.trim().to_string();
                     }
                 }

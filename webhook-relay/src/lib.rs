@@ -55,9 +55,18 @@ impl Default for RelaySettings {
     }
 }
 
+/// Creates the fan-out's checkpoint unless it exists: before [`run`], once per process.
+pub async fn prepare(pool: PgPool) -> Result<(), RelayError> {
+    let fan_out = FanOut::new(Arc::new(scheduler::SystemClock));
+    ProjectionRuntime::new(pool)
+        .ensure_created(&fan_out)
+        .await?;
+    Ok(())
+}
+
 /// Runs a relay for ever: the fan-out (one batch at a time across every relay, under its
-/// lock) and a delivery worker. Returns only on error. The `api` projection must run
-/// somewhere (in `serve`, or `calmony projections run`).
+/// lock) and a delivery worker. Returns only on error. Call [`prepare`] first. The `api`
+/// projection must run somewhere (in `serve`, or `calmony projections run`).
 pub async fn run(
     pool: PgPool,
     clock: Arc<dyn Clock>,
@@ -66,7 +75,6 @@ pub async fn run(
 ) -> Result<(), RelayError> {
     let runtime = ProjectionRuntime::new(pool.clone());
     let fan_out = Arc::new(FanOut::new(clock.clone()));
-    runtime.ensure_created(fan_out.as_ref()).await?;
     let worker = DeliveryWorker::new(pool, clock, &guard, settings.delivery)?;
     let following = async {
         runtime
