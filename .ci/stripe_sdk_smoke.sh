@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Runs the official Stripe Python SDK against a real `calmony serve` on a fresh database.
+# Runs the official Stripe Python SDK against a real `calmony serve` on a fresh database,
+# webhooks included: the script registers a receiver it starts on loopback (allowed in test
+# mode) and checks every delivery with `stripe.Webhook.construct_event`.
 # Needs: the calmony binary built, PostgreSQL on 127.0.0.1:5432, python3 with pip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
