@@ -38,6 +38,16 @@ pub enum LedgerCommand {
     },
     /// Seal everything final now (the server also seals on an interval).
     Seal,
+    /// List streams from the stream index, most recently changed first.
+    Streams {
+        #[arg(long)]
+        project: Option<String>,
+        /// Stream type: customer, payment_intent, payment_method, project, …
+        #[arg(long = "type")]
+        stream_type: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
 }
 
 /// One exported event. Field order and names are the documented, stable export format;
@@ -111,6 +121,23 @@ pub async fn run(database: &Database, command: LedgerCommand) -> anyhow::Result<
             })
             .await?;
             bar.finish_and_clear();
+            // The stream index was built as the log grew: a stream it remembers longer than
+            // the log now is has lost events, sealed or not.
+            let runtime = projections::ProjectionRuntime::new(pool.clone());
+            runtime
+                .ensure_created(&projections::stream_index::StreamIndex)
+                .await?;
+            let vanished = projections::stream_index::vanished_events(&pool).await?;
+            if let Some(first) = vanished.first() {
+                eprintln!(
+                    "ledger verification FAILED: {} had version {} when indexed, only {} now (events were removed)",
+                    first.stream, first.indexed_version, first.stored_version
+                );
+                for other in report.problems.iter() {
+                    eprintln!("  also: {other}");
+                }
+                return Ok(ExitCode::FAILURE);
+            }
             if let Some(problem) = report.first_problem() {
                 eprintln!("ledger verification FAILED: {problem}");
                 for other in report.problems.iter().skip(1) {
@@ -141,6 +168,42 @@ pub async fn run(database: &Database, command: LedgerCommand) -> anyhow::Result<
                 "state": state,
             });
             println!("{}", serde_json::to_string_pretty(&output)?);
+        }
+        LedgerCommand::Streams {
+            project,
+            stream_type,
+            limit,
+        } => {
+            let runtime = projections::ProjectionRuntime::new(pool.clone());
+            runtime
+                .ensure_created(&projections::stream_index::StreamIndex)
+                .await?;
+            runtime
+                .catch_up(
+                    &projections::stream_index::StreamIndex,
+                    projections::runtime::DEFAULT_BATCH_EVENTS,
+                )
+                .await?;
+            let rows = projections::stream_index::list_streams(
+                &pool,
+                project.as_deref(),
+                stream_type.as_deref(),
+                limit,
+            )
+            .await?;
+            println!(
+                "{:<48} {:<30} {:>8}  last change",
+                "stream", "project", "version"
+            );
+            for row in rows {
+                println!(
+                    "{:<48} {:<30} {:>8}  {}",
+                    format!("{}/{}", row.aggregate_type, row.aggregate_id),
+                    row.project.unwrap_or_default(),
+                    row.version,
+                    row.last_recorded_at.to_rfc3339()
+                );
+            }
         }
         LedgerCommand::Seal => {
             let seals = Sealer::new(pool).seal_all(MAX_SEAL_EVENTS).await?;

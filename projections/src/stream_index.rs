@@ -136,3 +136,69 @@ impl Projection for StreamIndex {
         Ok(())
     }
 }
+
+/// A stream whose index remembers more events than the log now holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VanishedEvents {
+    pub stream: String,
+    pub indexed_version: i64,
+    pub stored_version: i64,
+}
+
+/// Streams whose indexed version is above their stored one: events that were in the log
+/// when the index applied them and are gone now. This catches a deleted tail event even
+/// before the sealer has sealed it (the index is built independently, as the log grows).
+pub async fn vanished_events(pool: &sqlx::PgPool) -> Result<Vec<VanishedEvents>, sqlx::Error> {
+    let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
+        "SELECT s.aggregate_type, s.aggregate_id, s.version, \
+                coalesce((SELECT max(e.sequence) FROM events e \
+                          WHERE e.aggregate_type = s.aggregate_type AND e.aggregate_id = s.aggregate_id), 0) AS stored \
+         FROM stream_index.streams s \
+         WHERE s.version > coalesce((SELECT max(e.sequence) FROM events e \
+                          WHERE e.aggregate_type = s.aggregate_type AND e.aggregate_id = s.aggregate_id), 0) \
+         ORDER BY s.last_position",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(aggregate_type, aggregate_id, indexed_version, stored_version)| VanishedEvents {
+                stream: format!("{aggregate_type}/{aggregate_id}"),
+                indexed_version,
+                stored_version,
+            },
+        )
+        .collect())
+}
+
+/// One stream as the auditor lists it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StreamRow {
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub project: Option<String>,
+    pub version: i64,
+    pub first_recorded_at: DateTime<Utc>,
+    pub last_recorded_at: DateTime<Utc>,
+}
+
+/// Streams, optionally of one project and one type, most recently changed first.
+pub async fn list_streams(
+    pool: &sqlx::PgPool,
+    project: Option<&str>,
+    aggregate_type: Option<&str>,
+    limit: i64,
+) -> Result<Vec<StreamRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT aggregate_type, aggregate_id, project, version, first_recorded_at, last_recorded_at \
+         FROM stream_index.streams \
+         WHERE ($1::text IS NULL OR project = $1) AND ($2::text IS NULL OR aggregate_type = $2) \
+         ORDER BY last_position DESC LIMIT $3",
+    )
+    .bind(project)
+    .bind(aggregate_type)
+    .bind(limit.clamp(1, 100_000))
+    .fetch_all(pool)
+    .await
+}

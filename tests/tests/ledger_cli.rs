@@ -260,3 +260,40 @@ fn without_database_url_it_starts_its_own_durable_postgresql() {
     assert!(verified.status.success(), "{}", stderr_of(&verified));
     let _ = std::fs::remove_dir_all(&data_dir);
 }
+
+#[tokio::test]
+async fn the_stream_index_lists_streams_and_catches_a_deleted_unsealed_tail() {
+    let db = TestDatabase::new().await;
+    seed_customers(&db, 3).await;
+    let listed = run(&db.url, &["ledger", "streams", "--type", "customer"]);
+    assert!(listed.status.success(), "{}", stderr_of(&listed));
+    let listing = stdout_of(&listed);
+    assert_eq!(
+        listing
+            .lines()
+            .filter(|line| line.starts_with("customer/"))
+            .count(),
+        3,
+        "{listing}"
+    );
+    assert!(listing.contains("proj_a"));
+
+    // No seal covers these events yet: only the independently built index remembers them.
+    let mut transaction = db.pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL session_replication_role = replica")
+        .execute(&mut *transaction)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM events WHERE aggregate_id = 'cus_0001' AND sequence = 2")
+        .execute(&mut *transaction)
+        .await
+        .unwrap();
+    transaction.commit().await.unwrap();
+    let verified = run(&db.url, &["ledger", "verify"]);
+    assert_eq!(verified.status.code(), Some(1));
+    let message = stderr_of(&verified);
+    assert!(
+        message.contains("customer/cus_0001 had version 2"),
+        "{message}"
+    );
+}
