@@ -42,6 +42,8 @@ pub const CONTENT_TYPE: &str = "application/json; charset=utf-8";
 pub const RESPONSE_EXCERPT_BYTES: usize = 1_024;
 /// How much of a failure's description is kept.
 const ERROR_CHARS: usize = 500;
+/// Most attempts recorded in one transaction.
+const RECORD_BATCH: usize = 1_000;
 /// An endpoint that failed for this long without a single success is disabled.
 pub const DISABLE_AFTER_FAILING_SECONDS: i64 = 3 * 24 * 60 * 60;
 
@@ -210,26 +212,61 @@ impl DeliveryWorker {
         }
     }
 
-    /// Delivers for ever: claims while there is room and work, sends concurrently, records
-    /// what finished. New deliveries wake it (a notification); retries that fall due and
-    /// leases that run out are found by polling. Database errors are logged and retried.
+    /// Delivers for ever: claims while there is room and work, sends concurrently (at most
+    /// `concurrency` requests in flight), and hands what finished to a recorder task that
+    /// writes whatever has piled up in one transaction, so claiming never waits on
+    /// recording. New deliveries wake it (a notification); retries that fall due and leases
+    /// that run out are found by polling. Database errors are logged and retried.
     pub async fn run(&self) -> Result<(), RelayError> {
         let settings = self.inner.settings;
         let mut listener = PgListener::connect_with(&self.inner.pool).await?;
         listener.listen(DELIVERIES_CHANNEL).await?;
         let mut ticker = tokio::time::interval(Duration::from_millis(settings.poll_interval_ms));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut in_flight: tokio::task::JoinSet<Option<Outcome>> = tokio::task::JoinSet::new();
+        let permits = Arc::new(tokio::sync::Semaphore::new(settings.concurrency));
+        let (finished, mut to_record) = tokio::sync::mpsc::unbounded_channel::<Outcome>();
+        let recorder = {
+            let worker = self.clone();
+            tokio::spawn(async move {
+                while let Some(first) = to_record.recv().await {
+                    let mut outcomes = vec![first];
+                    while outcomes.len() < RECORD_BATCH {
+                        match to_record.try_recv() {
+                            Ok(outcome) => outcomes.push(outcome),
+                            Err(_) => break,
+                        }
+                    }
+                    if let Err(error) = worker.record(outcomes).await {
+                        // Unrecorded attempts are sent again once their leases run out.
+                        tracing::warn!(%error, "recording webhook attempts failed");
+                    }
+                }
+            })
+        };
+        // The recorder stops with this loop.
+        let _recorder = AbortOnDrop(recorder);
         let mut look = true;
         loop {
-            let room = settings.concurrency.saturating_sub(in_flight.len());
+            let room = permits.available_permits().min(settings.claim_batch);
             if look && room > 0 {
-                let asked = room.min(settings.claim_batch);
-                match self.claim(asked).await {
+                match self.claim(room).await {
                     Ok(claimed) => {
-                        look = claimed.len() == asked;
+                        look = claimed.len() == room;
                         for delivery in claimed {
-                            in_flight.spawn(attempt(self.inner.clone(), delivery));
+                            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                                // Only this loop takes permits, and it claimed no more than
+                                // were free.
+                                break;
+                            };
+                            let inner = self.inner.clone();
+                            let finished = finished.clone();
+                            tokio::spawn(async move {
+                                let outcome = attempt(inner, delivery).await;
+                                drop(permit);
+                                if let Some(outcome) = outcome {
+                                    let _ = finished.send(outcome);
+                                }
+                            });
                         }
                     }
                     Err(error) => {
@@ -240,21 +277,8 @@ impl DeliveryWorker {
                 continue;
             }
             tokio::select! {
-                Some(finished) = in_flight.join_next(), if !in_flight.is_empty() => {
-                    let mut outcomes = Vec::new();
-                    for finished in std::iter::once(finished).chain(std::iter::from_fn(|| in_flight.try_join_next())) {
-                        match finished {
-                            Ok(Some(outcome)) => outcomes.push(outcome),
-                            Ok(None) => {}
-                            // Its lease runs out and another attempt follows.
-                            Err(error) => tracing::error!(%error, "a webhook attempt panicked"),
-                        }
-                    }
-                    if let Err(error) = self.record(outcomes).await {
-                        // Unrecorded attempts are sent again once their leases run out.
-                        tracing::warn!(%error, "recording webhook attempts failed");
-                    }
-                }
+                // Room again for work that is waiting.
+                permit = permits.acquire(), if look => drop(permit),
                 notification = listener.recv() => {
                     if let Err(error) = notification {
                         tracing::warn!(%error, "webhook delivery listener failed; polling");
@@ -352,6 +376,12 @@ impl DeliveryWorker {
         }
 
         let mut transaction = self.inner.pool.begin().await?;
+        // Losing this commit to a database crash only means the attempt is made again once
+        // its lease runs out (the lease itself was committed durably by the claim), so it
+        // need not wait for the disk.
+        sqlx::query("SET LOCAL synchronous_commit TO off")
+            .execute(&mut *transaction)
+            .await?;
         sqlx::query(
             "INSERT INTO webhook_attempts (delivery_id, attempt, attempted_at, succeeded, \
                  status_code, latency_ms, error, response_excerpt) \
@@ -476,6 +506,15 @@ impl DeliveryWorker {
 struct Streak {
     succeeded_at: Option<DateTime<Utc>>,
     failed_at: Option<DateTime<Utc>>,
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 #[derive(sqlx::FromRow)]
