@@ -450,6 +450,11 @@ async fn endpoints_are_managed_and_receive_signed_events_that_match_the_events_a
         assert!(Instant::now() < deadline, "still pending: {pending}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let (_, all_events) = api.get("/v1/events?limit=100").await;
+    let (_, undelivered) = api.get("/v1/events?limit=100&delivery_success=false").await;
+    let (_, delivered) = api.get("/v1/events?limit=100&delivery_success=true").await;
+    assert_eq!(undelivered["data"].as_array().unwrap().len(), 0);
+    assert_eq!(delivered["data"], all_events["data"]);
     let (status, deliveries) = api
         .get(&format!(
             "/v1/webhook_endpoints/{}/deliveries?event={succeeded_id}",

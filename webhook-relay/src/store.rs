@@ -171,6 +171,20 @@ pub async fn pending_webhooks(
     Ok(rows.into_iter().collect())
 }
 
+/// An SQL condition, true when the event whose id is the column `event_id_column` has an
+/// endpoint that it was sent to and that has not had it successfully (a delivery pending or
+/// failed, and no success to that endpoint): Stripe's `delivery_success=false`.
+pub fn undelivered_condition(event_id_column: &str) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM webhook_deliveries d \
+                 WHERE d.event_id = {event_id_column} AND d.state IN ('pending', 'failed') \
+                   AND NOT EXISTS (SELECT 1 FROM webhook_deliveries s \
+                                   WHERE s.event_id = d.event_id \
+                                     AND s.endpoint_id = d.endpoint_id \
+                                     AND s.state = 'succeeded'))"
+    )
+}
+
 /// Sends `event_id` again, as a new delivery due now, to `endpoint_id` (any enabled
 /// endpoint of the scope) or else to every still-enabled endpoint it was sent to. Returns
 /// the new deliveries.

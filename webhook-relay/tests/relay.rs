@@ -439,6 +439,17 @@ async fn a_delivery_failing_for_three_days_fails_and_its_endpoint_is_disabled() 
     let deliveries = relay.deliveries(&endpoint, Mode::Test).await;
     assert_eq!(deliveries[0]["status"], "failed");
     assert_eq!(deliveries[0]["attempt_count"], 16);
+    let undelivered: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM api.stripe_events WHERE {}",
+        store::undelivered_condition("stripe_events.id")
+    ))
+    .fetch_one(&relay.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        undelivered, 1,
+        "delivery_success=false finds the failed event"
+    );
     let first_error = deliveries[0]["attempts"][0]["error"]
         .as_str()
         .unwrap()

@@ -1,5 +1,5 @@
 //! `/v1/events`: Stripe events rendered from the ledger, with `data.object` as it was at
-//! each event. Filter with `type` or `types[]` (exact type names). `pending_webhooks` is
+//! each event. Filter with `type` or `types[]` (exact type names) and `delivery_success`. `pending_webhooks` is
 //! read from the webhook relay: to how many endpoints the event is still being delivered.
 //!
 //! `POST /v1/events/{id}/redeliver` (our documented extension) sends an event again: to
@@ -60,14 +60,15 @@ pub async fn list(
     let page = ListParams::take_from(&mut params)?;
     let single = params.take_string("type")?;
     let many = params.take_list("types")?;
-    let _delivery_success = params.take_bool("delivery_success")?;
+    let delivery_success = params.take_bool("delivery_success")?;
     params.reject_unknown()?;
     if single.is_some() && many.is_some() {
         return Err(ApiError::exclusive_params("type", "types"));
     }
     let types: Vec<String> = many.unwrap_or_else(|| single.into_iter().collect());
     let scope = scope(&key);
-    let mut list = read_model::list_events(&state.pool, &scope, &types, &page).await?;
+    let mut list =
+        read_model::list_events(&state.pool, &scope, &types, delivery_success, &page).await?;
     with_pending_webhooks(&state, &scope, &mut list.data).await?;
     Ok(Json(
         serde_json::to_value(&list).map_err(ApiError::internal)?,

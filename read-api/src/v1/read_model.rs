@@ -119,11 +119,14 @@ pub async fn list_objects(
     Ok(List::from_page(url, params, rows))
 }
 
-/// A page of Stripe events, newest first, optionally of some types only.
+/// A page of Stripe events, newest first, optionally of some types only, and (with
+/// `delivery_success`) only those whose webhooks all succeeded, or only those with a webhook
+/// still pending or failed.
 pub async fn list_events(
     pool: &PgPool,
     scope: &Scope,
     types: &[String],
+    delivery_success: Option<bool>,
     params: &ListParams,
 ) -> Result<List<Value>, ApiError> {
     let cursor: Option<(i64, i64)> = match &params.cursor {
@@ -146,11 +149,13 @@ pub async fn list_events(
     };
     // Events of one second are ordered by their place in the log (`ordinal`), so "newest
     // first" is the order they happened in, reversed.
+    let undelivered = webhook_relay::store::undelivered_condition("stripe_events.id");
     let sql = format!(
         "SELECT body FROM api.stripe_events \
          WHERE project = $1 AND livemode = $2 \
            AND (cardinality($3::text[]) = 0 OR type = ANY($3)) \
            AND ($4::bigint IS NULL OR (created, ordinal) {comparison} ($4, $5)) \
+           AND ($7::boolean IS NULL OR $7 = NOT {undelivered}) \
          ORDER BY created {order}, ordinal {order} LIMIT $6"
     );
     let rows: Vec<Value> = sqlx::query_scalar(&sql)
@@ -160,6 +165,7 @@ pub async fn list_events(
         .bind(cursor.as_ref().map(|(created, _)| *created))
         .bind(cursor.as_ref().map(|(_, ordinal)| *ordinal))
         .bind(params.fetch_limit())
+        .bind(delivery_success)
         .fetch_all(pool)
         .await?;
     Ok(List::from_page("/v1/events", params, rows))
