@@ -105,11 +105,19 @@ impl CommandBus {
         as_of: AsOf,
     ) -> Result<(A, i64), CommandError<A::Error>> {
         let events = self.store.load_stream(A::TYPE, aggregate_id, as_of).await?;
+        self.fold(&events)
+    }
+
+    /// The aggregate a loaded stream describes, with its version: for callers that need
+    /// the stored events themselves too (their metadata, say) without reading them twice.
+    pub fn fold<A: Aggregate>(
+        &self,
+        events: &[RecordedEvent],
+    ) -> Result<(A, i64), CommandError<A::Error>> {
         let mut aggregate = A::default();
         let mut version = 0;
         for recorded in events {
-            let event = self.decode::<A>(&recorded)?;
-            aggregate.apply(event);
+            aggregate.apply(self.decode::<A>(recorded)?);
             version = recorded.sequence;
         }
         Ok((aggregate, version))

@@ -221,7 +221,7 @@ impl PaymentService {
                 id: id.to_string(),
             });
         }
-        Ok(self.bus.load::<A>(id, AsOf::Now).await?)
+        Ok(self.bus.fold::<A>(&events)?)
     }
 
     /// The project and mode that own a stream (from its first event), if it exists. For
@@ -233,7 +233,7 @@ impl PaymentService {
         let events = self
             .bus
             .store()
-            .load_stream(A::TYPE, id, AsOf::Position(i64::MAX))
+            .load_stream(A::TYPE, id, AsOf::Now)
             .await
             .map_err(|error| PaymentError::Internal(error.to_string()))?;
         Ok(events

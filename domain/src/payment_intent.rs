@@ -350,8 +350,6 @@ pub enum PaymentIntentError {
     OverRefund { requested: i64, available: i64 },
     #[error("no pending refund {0}")]
     UnknownRefund(String),
-    #[error("currency cannot change to {0} once set")]
-    CurrencyChange(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

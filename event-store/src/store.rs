@@ -164,20 +164,4 @@ impl EventStore {
         .await?;
         Ok(events)
     }
-
-    /// The current version of a stream (0 when it has no events).
-    pub async fn stream_version(
-        connection: &mut PgConnection,
-        aggregate_type: &str,
-        aggregate_id: &str,
-    ) -> Result<i64, StoreError> {
-        let version: Option<i64> = sqlx::query_scalar(
-            "SELECT max(sequence) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2",
-        )
-        .bind(aggregate_type)
-        .bind(aggregate_id)
-        .fetch_one(connection)
-        .await?;
-        Ok(version.unwrap_or(0))
-    }
 }

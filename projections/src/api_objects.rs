@@ -280,42 +280,39 @@ fn project_payment_intent(
     use PaymentIntentEvent as Event;
     state.apply(event.clone());
     let intent_body = stripe::payment_intent(state);
-    changes.object(ObjectRow {
-        id: state.id.clone(),
+    // The intent and every charge and refund it holds: one row each, filed under the intent.
+    let owned_row = |id: &str, object: &'static str, created: i64, body: Value| ObjectRow {
+        id: id.to_string(),
         project: context.project.to_string(),
         livemode: context.livemode,
-        object: "payment_intent",
+        object,
         customer: state.customer.clone(),
         payment_intent: Some(state.id.clone()),
-        created: state.created,
+        created,
         deleted: false,
-        body: intent_body.clone(),
-    });
+        body,
+    };
+    changes.object(owned_row(
+        &state.id,
+        "payment_intent",
+        state.created,
+        intent_body.clone(),
+    ));
     for charge in &state.charges {
-        changes.object(ObjectRow {
-            id: charge.id.clone(),
-            project: context.project.to_string(),
-            livemode: context.livemode,
-            object: "charge",
-            customer: state.customer.clone(),
-            payment_intent: Some(state.id.clone()),
-            created: charge.created,
-            deleted: false,
-            body: stripe::charge(state, charge),
-        });
+        changes.object(owned_row(
+            &charge.id,
+            "charge",
+            charge.created,
+            stripe::charge(state, charge),
+        ));
     }
     for refund in &state.refunds {
-        changes.object(ObjectRow {
-            id: refund.id.clone(),
-            project: context.project.to_string(),
-            livemode: context.livemode,
-            object: "refund",
-            customer: state.customer.clone(),
-            payment_intent: Some(state.id.clone()),
-            created: refund.created,
-            deleted: false,
-            body: stripe::refund(state, refund),
-        });
+        changes.object(owned_row(
+            &refund.id,
+            "refund",
+            refund.created,
+            stripe::refund(state, refund),
+        ));
     }
     let charge_body = |charge_id: &str| {
         state

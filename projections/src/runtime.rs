@@ -19,7 +19,7 @@
 //! notifies [`CHECKPOINT_CHANNEL`] with the projection's name) instead of the log's.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use event_store::log::{read_after, NOTIFY_CHANNEL};
 use event_store::{LogCursor, RecordedEvent, StoreError};
@@ -498,16 +498,6 @@ impl ProjectionRuntime {
             lag_events,
             updated_at,
         })
-    }
-
-    /// How long a rebuild of `projection` takes right now, for benchmarks.
-    pub async fn timed_rebuild(
-        &self,
-        projection: &dyn Projection,
-    ) -> Result<(u64, Duration), ProjectionError> {
-        let started = Instant::now();
-        let applied = self.rebuild(projection, |_, _| {}).await?;
-        Ok((applied, started.elapsed()))
     }
 }
 
