@@ -9,6 +9,7 @@ pub mod money;
 pub mod payment_intent;
 pub mod payment_method;
 pub mod project;
+pub mod tax;
 pub mod upcasters;
 pub mod webhook_endpoint;
 
