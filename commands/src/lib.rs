@@ -9,6 +9,8 @@ pub mod execute;
 pub mod idempotency;
 pub mod ids;
 pub mod payments;
+pub mod project_settings;
 pub mod replay;
+pub mod unit;
 
 pub use execute::{CommandBus, CommandError, Executed};

@@ -30,6 +30,9 @@ pub struct CustomerFields {
     /// `Some(None)` removes every metadata key before `metadata` applies.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub clear_metadata: bool,
+    /// The test clock the customer lives on (create only, test mode only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_clock: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +63,8 @@ pub enum CustomerEvent {
         default_payment_method: Option<String>,
         metadata: Metadata,
         created: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        test_clock: Option<String>,
     },
     CustomerUpdated {
         changes: CustomerFields,
@@ -119,6 +124,8 @@ pub struct Customer {
     pub metadata: Metadata,
     pub created: i64,
     pub deleted: bool,
+    #[serde(default)]
+    pub test_clock: Option<String>,
 }
 
 impl Customer {
@@ -265,6 +272,7 @@ impl Aggregate for Customer {
                     default_payment_method: fields.default_payment_method.flatten(),
                     metadata,
                     created: at,
+                    test_clock: fields.test_clock,
                 };
                 sink.write(event, self).await;
             }
@@ -304,8 +312,10 @@ impl Aggregate for Customer {
                 default_payment_method,
                 metadata,
                 created,
+                test_clock,
             } => {
                 self.id = customer_id;
+                self.test_clock = test_clock;
                 self.default_payment_method = default_payment_method;
                 self.email = email;
                 self.name = name;
@@ -353,6 +363,7 @@ mod tests {
             default_payment_method: None,
             metadata: Metadata::from([("plan".to_string(), "pro".to_string())]),
             created: 100,
+            test_clock: None,
         }
     }
 

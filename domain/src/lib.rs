@@ -5,11 +5,16 @@
 //! depend on sqlx, tokio, axum, reqwest or any crate that touches the outside world.
 
 pub mod customer;
+pub mod invoice;
+pub mod invoice_item;
 pub mod money;
 pub mod payment_intent;
 pub mod payment_method;
 pub mod project;
+pub mod recurring;
+pub mod subscription;
 pub mod tax;
+pub mod test_clock;
 pub mod upcasters;
 pub mod webhook_endpoint;
 

@@ -137,6 +137,40 @@ impl EventStore {
         }
     }
 
+    /// A stream's events as the caller's transaction sees them (for a unit of work that
+    /// decides on several streams and appends to them in the same transaction).
+    pub async fn load_stream_in(
+        connection: &mut PgConnection,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let events = sqlx::query_as(&format!(
+            "SELECT {RECORDED_EVENT_COLUMNS} FROM events \
+             WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence"
+        ))
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .fetch_all(&mut *connection)
+        .await?;
+        Ok(events)
+    }
+
+    /// The version of a stream (0 when it has no events), without reading its events.
+    pub async fn stream_version_in(
+        connection: &mut PgConnection,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<i64, StoreError> {
+        let version: Option<i64> = sqlx::query_scalar(
+            "SELECT max(sequence) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2",
+        )
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .fetch_one(&mut *connection)
+        .await?;
+        Ok(version.unwrap_or(0))
+    }
+
     /// Every event of one stream, in version order, as stored (not upcast).
     pub async fn load_stream(
         &self,

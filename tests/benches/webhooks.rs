@@ -282,6 +282,7 @@ async fn write_customers(
             default_payment_method: None,
             metadata: Default::default(),
             created: now,
+            test_clock: None,
         })?;
         events.push(NewEvent {
             aggregate_type: "customer".into(),
