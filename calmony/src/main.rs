@@ -1,6 +1,7 @@
 //! `calmony`: the server, the workers and the operator and auditor tools, in one command.
 //! Without arguments it serves (what `cargo run` does).
 
+mod billing_cli;
 mod config;
 mod gateway_config;
 mod ledger_cli;
@@ -44,8 +45,7 @@ enum Command {
     /// Apply the database migrations and exit.
     Migrate,
     /// Read models: status, rebuild, or run them without the HTTP server.
-    #[command(subcommand)]
-    Projections(projections_cli::ProjectionsCommand),
+    Projections(projections_cli::ProjectionsArgs),
     /// Merchant projects.
     #[command(subcommand)]
     Projects(projects_cli::ProjectsCommand),
@@ -58,6 +58,9 @@ enum Command {
     /// The webhook relay: run one without the HTTP server, or see how it is doing.
     #[command(subcommand)]
     Webhooks(webhooks_cli::WebhooksCommand),
+    /// Subscriptions' timed work: renewals, dunning retries, expiries.
+    #[command(subcommand)]
+    Billing(billing_cli::BillingCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -110,6 +113,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Projects(command) => projects_cli::run_projects(&database, command).await,
         Command::Keys(command) => projects_cli::run_keys(&database, command).await,
         Command::Webhooks(command) => webhooks_cli::run(&database, command).await,
+        Command::Billing(command) => billing_cli::run(&database, command).await,
     };
     // A managed server stops with us; an external one is left alone.
     if let Err(error) = database.close().await {

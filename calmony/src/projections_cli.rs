@@ -9,6 +9,18 @@ use indicatif::{ProgressBar, ProgressStyle};
 use projections::runtime::DEFAULT_BATCH_EVENTS;
 use projections::{Projection, ProjectionRuntime};
 
+#[derive(Debug, clap::Args)]
+pub struct ProjectionsArgs {
+    /// The address browsers reach the server on, as `calmony serve --public-url` has it:
+    /// the API read model renders invoices' hosted URLs with it.
+    #[arg(long, env = "CALMONY_PUBLIC_URL", global = true,
+          default_value = projections::api_objects::DEFAULT_PUBLIC_URL)]
+    pub public_url: String,
+
+    #[command(subcommand)]
+    pub command: ProjectionsCommand,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ProjectionsCommand {
     /// Each projection's checkpoint and how far behind the log it is.
@@ -33,27 +45,31 @@ pub enum ProjectionsCommand {
     },
 }
 
-fn selected(name: Option<&str>) -> anyhow::Result<Vec<Arc<dyn Projection>>> {
+fn selected(name: Option<&str>, public_url: &str) -> anyhow::Result<Vec<Arc<dyn Projection>>> {
     match name {
-        None => Ok(projections::all()),
-        Some(name) => projections::by_name(name)
+        None => Ok(projections::all(public_url)),
+        Some(name) => projections::by_name(name, public_url)
             .map(|projection| vec![projection])
             .ok_or_else(|| {
-                let known: Vec<_> = projections::all().iter().map(|p| p.name()).collect();
+                let known: Vec<_> = projections::all(public_url)
+                    .iter()
+                    .map(|p| p.name())
+                    .collect();
                 anyhow::anyhow!("no projection named {name:?} (known: {})", known.join(", "))
             }),
     }
 }
 
-pub async fn run(database: &Database, command: ProjectionsCommand) -> anyhow::Result<ExitCode> {
+pub async fn run(database: &Database, args: ProjectionsArgs) -> anyhow::Result<ExitCode> {
     let runtime = ProjectionRuntime::new(database.pool.clone());
-    match command {
+    let public_url = args.public_url.as_str();
+    match args.command {
         ProjectionsCommand::Status => {
             println!(
                 "{:<24} {:>20} {:>12} {:>10}  updated",
                 "projection", "checkpoint", "applied", "lag"
             );
-            for projection in projections::all() {
+            for projection in projections::all(public_url) {
                 runtime.ensure_created(projection.as_ref()).await?;
                 let status = runtime.status(projection.as_ref()).await?;
                 println!(
@@ -67,7 +83,7 @@ pub async fn run(database: &Database, command: ProjectionsCommand) -> anyhow::Re
             }
         }
         ProjectionsCommand::Rebuild { name, all: _ } => {
-            for projection in selected(name.as_deref())? {
+            for projection in selected(name.as_deref(), public_url)? {
                 let bar = ProgressBar::new(0);
                 bar.set_style(
                     ProgressStyle::with_template(
@@ -94,7 +110,7 @@ pub async fn run(database: &Database, command: ProjectionsCommand) -> anyhow::Re
         }
         ProjectionsCommand::Run { batch_events, only } => {
             let mut tasks = tokio::task::JoinSet::new();
-            for projection in selected(only.as_deref())? {
+            for projection in selected(only.as_deref(), public_url)? {
                 runtime.ensure_created(projection.as_ref()).await?;
                 let runtime = runtime.clone();
                 tasks.spawn(async move { runtime.follow(projection, batch_events, 250).await });

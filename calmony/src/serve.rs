@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Args;
+use commands::billing::BillingService;
 use commands::idempotency::{IdempotencyStore, DEFAULT_LEASE_MS};
 use commands::payments::{Gateways, PaymentService};
 use commands::CommandBus;
@@ -64,6 +65,18 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub relay: RelayArgs,
 
+    /// Seconds between billing runs (renewals, dunning retries, expiries).
+    #[arg(
+        long,
+        env = "CALMONY_BILLING_INTERVAL_SECONDS",
+        default_value_t = 3_600
+    )]
+    pub billing_interval_seconds: u64,
+
+    /// Billing jobs worked on at once by this process.
+    #[arg(long, env = "CALMONY_BILLING_CONCURRENCY", default_value_t = 16)]
+    pub billing_concurrency: usize,
+
     #[command(flatten)]
     pub gateway: GatewayArgs,
 }
@@ -82,8 +95,16 @@ impl ServeArgs {
 pub async fn serve(database: &Database, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let pool = database.pool.clone();
     let runtime = ProjectionRuntime::new(pool.clone());
+    // Bound first: the default public URL is the address actually bound (`--addr …:0`), and
+    // the API read model renders invoices' hosted URLs with it.
+    let listener = tokio::net::TcpListener::bind(args.addr).await?;
+    let local = listener.local_addr()?;
+    let public_url = args
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{local}"));
     let mut workers = tokio::task::JoinSet::new();
-    for projection in projections::all() {
+    for projection in projections::all(&public_url) {
         runtime.ensure_created(projection.as_ref()).await?;
         let runtime = runtime.clone();
         workers.spawn(async move {
@@ -96,12 +117,13 @@ pub async fn serve(database: &Database, args: ServeArgs) -> anyhow::Result<ExitC
     let url_guard = webhook_relay::UrlGuard::default();
     if args.webhooks_relay {
         webhook_relay::prepare(pool.clone()).await?;
-        let pool = pool.clone();
+        let runtime = runtime.clone();
         let guard = url_guard.clone();
         let settings = args.relay.settings();
         workers.spawn(async move {
             let clock = std::sync::Arc::new(scheduler::SystemClock);
-            if let Err(error) = webhook_relay::run(pool, clock, guard, settings).await {
+            // Beside the projections: the fan-out wakes on the api projection's commits.
+            if let Err(error) = webhook_relay::run_beside(&runtime, clock, guard, settings).await {
                 tracing::error!(%error, "webhook relay stopped");
             }
         });
@@ -136,8 +158,6 @@ pub async fn serve(database: &Database, args: ServeArgs) -> anyhow::Result<ExitC
             (Some(simulator), config)
         }
     };
-    let listener = tokio::net::TcpListener::bind(args.addr).await?;
-    let local = listener.local_addr()?;
     let gateways = Gateways {
         test: cardstream::Client::new(test_config)?,
         live: args
@@ -145,14 +165,24 @@ pub async fn serve(database: &Database, args: ServeArgs) -> anyhow::Result<ExitC
             .live_config()
             .map(cardstream::Client::new)
             .transpose()?,
-        public_url: args
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{local}")),
+        public_url: public_url.clone(),
         crash_after_approval: args.gateway.fault_crash_after_approval,
     };
     let bus = CommandBus::new(EventStore::new(pool.clone()), domain::upcasters::all());
     let payments = PaymentService::new(bus, gateways);
+    let billing = BillingService::new(payments.clone());
+    let billing_wake = std::sync::Arc::new(tokio::sync::Notify::new());
+    workers.spawn(scheduler::billing::run(
+        scheduler::billing::BillingRunner::new(
+            pool.clone(),
+            billing.clone(),
+            runtime.clone(),
+            std::sync::Arc::new(scheduler::SystemClock),
+            args.billing_concurrency,
+        ),
+        std::time::Duration::from_secs(args.billing_interval_seconds),
+        billing_wake.clone(),
+    ));
     workers.spawn(scheduler::recovery::run(
         pool.clone(),
         payments.clone(),
@@ -164,6 +194,8 @@ pub async fn serve(database: &Database, args: ServeArgs) -> anyhow::Result<ExitC
         idempotency: IdempotencyStore::new(pool.clone(), args.idempotency_lease_ms),
         projections: runtime.clone(),
         url_guard,
+        billing,
+        billing_wake,
     };
     let app = read_api::router(
         state,

@@ -1,18 +1,29 @@
 //! The API's read model: every Stripe object (customers, payment methods, payment intents,
-//! charges, refunds, webhook endpoints) as it is now, and every Stripe event with `data.object` as it was at
+//! charges, refunds, webhook endpoints, the billing catalog in [`catalog`], invoices,
+//! invoice items, subscriptions and test clocks in [`billing`]) as it is now, and every Stripe event with `data.object` as it was at
 //! that event. `/v1` reads answer from here, never from the log.
 //!
 //! It folds each stream's events through the domain aggregate's own `apply` (the state is
 //! kept per stream in `aggregates`), renders the Stripe shapes with [`crate::stripe`], and
 //! writes objects and events set-wise per batch.
 
+mod billing;
+mod catalog;
+
 use std::collections::HashMap;
 
 use cqrs_es::persist::EventUpcaster;
 use cqrs_es::Aggregate;
 use domain::customer::{Customer, CustomerEvent};
+use domain::invoice::Invoice;
+use domain::invoice_item::InvoiceItem;
 use domain::payment_intent::{PaymentIntent, PaymentIntentEvent};
 use domain::payment_method::{PaymentMethod, PaymentMethodEvent};
+use domain::price::Price;
+use domain::product::Product;
+use domain::subscription::Subscription;
+use domain::tax_rate::TaxRate;
+use domain::test_clock::TestClock;
 use domain::webhook_endpoint::{WebhookEndpoint, WebhookEndpointEvent};
 use event_store::upcast::to_current_shape;
 use event_store::{EventMetadata, Mode, RecordedEvent};
@@ -25,15 +36,27 @@ use crate::stripe;
 
 pub const NAME: &str = "api";
 
+/// The public URL `calmony serve` has by default (`http://` + its default address).
+pub const DEFAULT_PUBLIC_URL: &str = "http://127.0.0.1:8080";
+
 pub struct ApiObjects {
     upcasters: Vec<Box<dyn EventUpcaster>>,
+    /// Where browsers reach this server: the base of invoices' hosted pages and PDFs.
+    public_url: String,
+}
+
+impl ApiObjects {
+    pub fn new(public_url: impl Into<String>) -> Self {
+        Self {
+            upcasters: domain::upcasters::all(),
+            public_url: public_url.into(),
+        }
+    }
 }
 
 impl Default for ApiObjects {
     fn default() -> Self {
-        Self {
-            upcasters: domain::upcasters::all(),
-        }
+        Self::new(DEFAULT_PUBLIC_URL)
     }
 }
 
@@ -70,6 +93,13 @@ enum State {
     PaymentMethod(PaymentMethod),
     PaymentIntent(PaymentIntent),
     WebhookEndpoint(WebhookEndpoint),
+    Product(Product),
+    Price(Price),
+    TaxRate(TaxRate),
+    Invoice(Invoice),
+    InvoiceItem(InvoiceItem),
+    Subscription(Subscription),
+    TestClock(TestClock),
 }
 
 impl State {
@@ -79,6 +109,13 @@ impl State {
             PaymentMethod::TYPE => Some(State::PaymentMethod(PaymentMethod::default())),
             PaymentIntent::TYPE => Some(State::PaymentIntent(PaymentIntent::default())),
             WebhookEndpoint::TYPE => Some(State::WebhookEndpoint(WebhookEndpoint::default())),
+            Product::TYPE => Some(State::Product(Product::default())),
+            Price::TYPE => Some(State::Price(Price::default())),
+            TaxRate::TYPE => Some(State::TaxRate(TaxRate::default())),
+            Invoice::TYPE => Some(State::Invoice(Invoice::default())),
+            InvoiceItem::TYPE => Some(State::InvoiceItem(InvoiceItem::default())),
+            Subscription::TYPE => Some(State::Subscription(Subscription::default())),
+            TestClock::TYPE => Some(State::TestClock(TestClock::default())),
             _ => None,
         }
     }
@@ -89,6 +126,13 @@ impl State {
             PaymentMethod::TYPE => Some(State::PaymentMethod(serde_json::from_value(state)?)),
             PaymentIntent::TYPE => Some(State::PaymentIntent(serde_json::from_value(state)?)),
             WebhookEndpoint::TYPE => Some(State::WebhookEndpoint(serde_json::from_value(state)?)),
+            Product::TYPE => Some(State::Product(serde_json::from_value(state)?)),
+            Price::TYPE => Some(State::Price(serde_json::from_value(state)?)),
+            TaxRate::TYPE => Some(State::TaxRate(serde_json::from_value(state)?)),
+            Invoice::TYPE => Some(State::Invoice(serde_json::from_value(state)?)),
+            InvoiceItem::TYPE => Some(State::InvoiceItem(serde_json::from_value(state)?)),
+            Subscription::TYPE => Some(State::Subscription(serde_json::from_value(state)?)),
+            TestClock::TYPE => Some(State::TestClock(serde_json::from_value(state)?)),
             _ => None,
         })
     }
@@ -99,6 +143,13 @@ impl State {
             State::PaymentMethod(state) => serde_json::to_value(state),
             State::PaymentIntent(state) => serde_json::to_value(state),
             State::WebhookEndpoint(state) => serde_json::to_value(state),
+            State::Product(state) => serde_json::to_value(state),
+            State::Price(state) => serde_json::to_value(state),
+            State::TaxRate(state) => serde_json::to_value(state),
+            State::Invoice(state) => serde_json::to_value(state),
+            State::InvoiceItem(state) => serde_json::to_value(state),
+            State::Subscription(state) => serde_json::to_value(state),
+            State::TestClock(state) => serde_json::to_value(state),
         }
     }
 }
@@ -118,6 +169,7 @@ fn decode<E: DeserializeOwned>(
 struct Changes {
     objects: HashMap<String, ObjectRow>,
     events: Vec<EventRow>,
+    invoice_tokens: Vec<billing::InvoiceToken>,
 }
 
 struct Context<'a> {
@@ -125,6 +177,7 @@ struct Context<'a> {
     livemode: bool,
     position: i64,
     request: Value,
+    public_url: &'a str,
 }
 
 impl Changes {
@@ -457,6 +510,13 @@ impl Projection for ApiObjects {
             -- in which they happened
             ordinal   bigint  NOT NULL,
             body      jsonb   NOT NULL
+        );
+        -- a finalized invoice's unguessable token: its hosted page and PDF
+        CREATE TABLE invoice_access_tokens (
+            token    text    PRIMARY KEY,
+            invoice  text    NOT NULL,
+            project  text    NOT NULL,
+            livemode boolean NOT NULL
         );"
     }
 
@@ -464,6 +524,9 @@ impl Projection for ApiObjects {
         "CREATE INDEX objects_list ON objects (project, livemode, object, created DESC, id DESC);
 CREATE INDEX objects_by_customer ON objects (project, livemode, object, customer, created DESC, id DESC);
 CREATE INDEX objects_by_intent ON objects (project, livemode, object, payment_intent, created DESC, id DESC);
+CREATE INDEX objects_by_product ON objects (project, livemode, object, (body->>'product'), created DESC, id DESC);
+CREATE INDEX objects_by_status ON objects (project, livemode, object, (body->>'status'), created DESC, id DESC);
+CREATE INDEX objects_by_subscription ON objects (project, livemode, object, (body #>> '{parent,subscription_details,subscription}'), created DESC, id DESC);
 CREATE INDEX stripe_events_list ON stripe_events (project, livemode, created DESC, ordinal DESC);
 CREATE INDEX stripe_events_by_type ON stripe_events (project, livemode, type, created DESC, ordinal DESC);
 CREATE INDEX stripe_events_by_position ON stripe_events (position);"
@@ -519,6 +582,7 @@ CREATE INDEX stripe_events_by_position ON stripe_events (position);"
                 livemode: metadata.mode == Some(Mode::Live),
                 position: event.position,
                 request: json!({"id": metadata.request_id, "idempotency_key": metadata.idempotency_key}),
+                public_url: &self.public_url,
             };
             let key = (event.aggregate_type.clone(), event.aggregate_id.clone());
             if !states.contains_key(&key) {
@@ -555,11 +619,54 @@ CREATE INDEX stripe_events_by_position ON stripe_events (position);"
                     state,
                     decode(event, &self.upcasters)?,
                 ),
+                State::Product(state) => catalog::project_product(
+                    &mut changes,
+                    &context,
+                    state,
+                    decode(event, &self.upcasters)?,
+                ),
+                State::Price(state) => catalog::project_price(
+                    &mut changes,
+                    &context,
+                    state,
+                    decode(event, &self.upcasters)?,
+                ),
+                State::TaxRate(state) => catalog::project_tax_rate(
+                    &mut changes,
+                    &context,
+                    state,
+                    decode(event, &self.upcasters)?,
+                ),
+                State::Invoice(state) => billing::project_invoice(
+                    &mut changes,
+                    &context,
+                    state,
+                    decode(event, &self.upcasters)?,
+                ),
+                State::InvoiceItem(state) => billing::project_invoice_item(
+                    &mut changes,
+                    &context,
+                    state,
+                    decode(event, &self.upcasters)?,
+                ),
+                State::Subscription(state) => billing::project_subscription(
+                    &mut changes,
+                    &context,
+                    state,
+                    decode(event, &self.upcasters)?,
+                ),
+                State::TestClock(state) => billing::project_test_clock(
+                    &mut changes,
+                    &context,
+                    state,
+                    decode(event, &self.upcasters)?,
+                ),
             }
         }
         write_states(connection, &states).await?;
         write_objects(connection, changes.objects.into_values().collect()).await?;
         write_events(connection, changes.events).await?;
+        billing::write_invoice_tokens(connection, changes.invoice_tokens).await?;
         Ok(())
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod api_keys;
 pub mod api_objects;
+pub mod billing_schedule;
 pub mod runtime;
 pub mod stream_index;
 pub mod stripe;
@@ -19,18 +20,20 @@ use std::sync::Arc;
 
 pub use runtime::{Projection, ProjectionError, ProjectionRuntime, ProjectionStatus};
 
-/// Every projection the system runs, in the order they are created.
-pub fn all() -> Vec<Arc<dyn Projection>> {
+/// Every projection the system runs, in the order they are created. `public_url` is where
+/// browsers reach the server (the `api` read model renders invoices' hosted URLs with it).
+pub fn all(public_url: &str) -> Vec<Arc<dyn Projection>> {
     vec![
         Arc::new(stream_index::StreamIndex),
         Arc::new(api_keys::ApiKeys),
-        Arc::new(api_objects::ApiObjects::default()),
+        Arc::new(api_objects::ApiObjects::new(public_url)),
+        Arc::new(billing_schedule::BillingSchedule),
     ]
 }
 
 /// The projection called `name`.
-pub fn by_name(name: &str) -> Option<Arc<dyn Projection>> {
-    all()
+pub fn by_name(name: &str, public_url: &str) -> Option<Arc<dyn Projection>> {
+    all(public_url)
         .into_iter()
         .find(|projection| projection.name() == name)
 }

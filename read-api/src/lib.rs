@@ -40,6 +40,9 @@ pub fn router(state: ApiState, settings: ServerSettings) -> Router {
             "/v1/payment_intents/{id}/authenticate/return",
             post(pages::authenticate::finish),
         )
+        // Hosted invoices: the token in the URL is the capability.
+        .route("/invoices/{token}", get(pages::invoices::page))
+        .route("/invoices/{token}/pdf", get(pages::invoices::pdf))
         .merge(api)
         .with_state(state);
     apply_conventions(app, &ConventionsConfig::default())

@@ -1,12 +1,20 @@
 //! The Stripe-shaped `/v1` API: writes run commands (with idempotency), reads answer from
 //! the API read model.
 
+pub mod billing_write;
 pub mod customers;
 pub mod events;
+pub mod invoice_items;
+pub mod invoices;
 pub mod payment_intents;
 pub mod payment_methods;
+pub mod prices;
+pub mod products;
 pub mod read_model;
 pub mod refunds;
+pub mod subscriptions;
+pub mod tax_rates;
+pub mod test_clocks;
 pub mod webhook_endpoints;
 pub mod write;
 
@@ -30,6 +38,10 @@ pub struct ApiState {
     pub projections: ProjectionRuntime,
     /// Where webhook endpoints may point (checked when a URL is set).
     pub url_guard: webhook_relay::UrlGuard,
+    /// Subscriptions, invoices, renewals (commands::billing).
+    pub billing: commands::billing::BillingService,
+    /// Wakes this process's billing runner (a test clock was asked to advance).
+    pub billing_wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
 pub fn scope(key: &AuthenticatedKey) -> Scope {
@@ -139,5 +151,88 @@ pub fn routes() -> Router<ApiState> {
         .route(
             "/v1/webhook_endpoints/{id}/deliveries",
             get(webhook_endpoints::deliveries),
+        )
+        .merge(catalog_routes())
+        .merge(invoice_routes())
+        .merge(subscription_routes())
+}
+
+/// Subscriptions and test clocks.
+fn subscription_routes() -> Router<ApiState> {
+    Router::new()
+        .route(
+            "/v1/subscriptions",
+            post(subscriptions::create).get(subscriptions::list),
+        )
+        .route(
+            "/v1/subscriptions/{id}",
+            get(subscriptions::retrieve)
+                .post(subscriptions::update)
+                .delete(subscriptions::cancel),
+        )
+        .route(
+            "/v1/test_helpers/test_clocks",
+            post(test_clocks::create).get(test_clocks::list),
+        )
+        .route(
+            "/v1/test_helpers/test_clocks/{id}",
+            get(test_clocks::retrieve).delete(test_clocks::delete),
+        )
+        .route(
+            "/v1/test_helpers/test_clocks/{id}/advance",
+            post(test_clocks::advance),
+        )
+}
+
+/// Invoices and invoice items.
+fn invoice_routes() -> Router<ApiState> {
+    Router::new()
+        .route("/v1/invoices", post(invoices::create).get(invoices::list))
+        .route(
+            "/v1/invoices/{id}",
+            get(invoices::retrieve)
+                .post(invoices::update)
+                .delete(invoices::delete),
+        )
+        .route("/v1/invoices/{id}/finalize", post(invoices::finalize))
+        .route("/v1/invoices/{id}/pay", post(invoices::pay))
+        .route("/v1/invoices/{id}/void", post(invoices::void))
+        .route(
+            "/v1/invoices/{id}/mark_uncollectible",
+            post(invoices::mark_uncollectible),
+        )
+        .route("/v1/invoices/{id}/lines", get(invoices::lines))
+        .route(
+            "/v1/invoiceitems",
+            post(invoice_items::create).get(invoice_items::list),
+        )
+        .route(
+            "/v1/invoiceitems/{id}",
+            get(invoice_items::retrieve).delete(invoice_items::delete),
+        )
+}
+
+/// The billing catalog: products, prices, tax rates.
+fn catalog_routes() -> Router<ApiState> {
+    Router::new()
+        .route("/v1/products", post(products::create).get(products::list))
+        .route(
+            "/v1/products/{id}",
+            get(products::retrieve)
+                .post(products::update)
+                .delete(products::delete),
+        )
+        .route("/v1/prices", post(prices::create).get(prices::list))
+        .route(
+            "/v1/prices/{id}",
+            get(prices::retrieve).post(prices::update),
+        )
+        .route(
+            "/v1/tax_rates",
+            post(tax_rates::create).get(tax_rates::list),
+        )
+        .route(
+            "/v1/tax_rates/{id}",
+            get(tax_rates::retrieve).post(tax_rates::update),
         )
 }
