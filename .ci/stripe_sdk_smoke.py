@@ -125,11 +125,30 @@ def main() -> None:
     listed = client.v1.customers.list({"limit": 1})
     assert len(listed.data) == 1
 
+    product = client.v1.products.create({"name": "SDK plan", "unit_label": "seat"})
+    assert product.id.startswith("prod_") and product.active, product
+    price = client.v1.prices.create(
+        {"product": product.id, "currency": "gbp", "unit_amount": 1500,
+         "recurring": {"interval": "month"}, "lookup_key": "sdk_monthly"}
+    )
+    assert price.type == "recurring" and price.recurring.interval == "month", price
+    assert str(price.unit_amount_decimal) == "1500", price  # the SDK reads it as a Decimal
+    found = client.v1.prices.list({"lookup_keys": ["sdk_monthly"], "expand": ["data.product"]})
+    assert [p.id for p in found.data] == [price.id] and found.data[0].product.name == "SDK plan"
+    rate = client.v1.tax_rates.create({"display_name": "VAT", "percentage": 20.0, "inclusive": False})
+    assert rate.id.startswith("txr_") and rate.percentage == 20.0, rate
+    try:
+        client.v1.products.delete(product.id)
+        raise AssertionError("a product with prices must not be deletable")
+    except stripe.InvalidRequestError as error:
+        assert error.http_status == 400
+
     verified = check_webhooks(
         client,
         secret,
         {"customer.created", "payment_method.attached", "payment_intent.succeeded",
-         "refund.created", "charge.refunded"},
+         "refund.created", "charge.refunded", "product.created", "price.created",
+         "tax_rate.created"},
     )
     assert [e.id for e in client.v1.webhook_endpoints.list().data] == [endpoint.id]
     updated = client.v1.webhook_endpoints.update(endpoint.id, {"disabled": True})
@@ -138,7 +157,7 @@ def main() -> None:
 
     print(
         "stripe-python", stripe.VERSION,
-        "drove Calmony: customer, attach, confirm, refund, errors,",
+        "drove Calmony: customer, attach, confirm, refund, errors, catalog,",
         f"{verified} webhooks verified by construct_event: ok",
     )
 

@@ -1,11 +1,13 @@
-//! `calmony projects create` and `calmony keys create | list | revoke`.
+//! `calmony projects create | configure | show` and `calmony keys create | list | revoke`.
 
 use std::process::ExitCode;
 
 use clap::{Subcommand, ValueEnum};
+use commands::project_settings::{billing_settings, configure_billing};
 use commands::{ids, CommandBus};
-use domain::project::{Project, ProjectCommand};
+use domain::project::{BillingChanges, BillingSettings, Project, ProjectCommand};
 use event_store::database::Database;
+use event_store::store::AsOf;
 use event_store::{EventMetadata, EventStore, Mode};
 use projections::api_keys::ApiKeys;
 use projections::runtime::DEFAULT_BATCH_EVENTS;
@@ -18,6 +20,76 @@ pub enum ProjectsCommand {
         #[arg(long)]
         name: String,
     },
+    /// Set a project's billing settings; only the settings named change, and an empty value
+    /// ("") clears an optional one. Prints the settings as JSON.
+    Configure {
+        #[arg(long)]
+        project: String,
+        /// Invoice numbers are PREFIX-0001, …: 3 to 12 characters of A-Z and 0-9.
+        #[arg(long)]
+        invoice_prefix: Option<String>,
+        /// A tax rate of this project (txr_…) applied to invoice lines that name none.
+        #[arg(long)]
+        default_tax_rate: Option<String>,
+        #[arg(long)]
+        seller_name: Option<String>,
+        /// One line of the seller's address; repeat for each line (replaces every line).
+        #[arg(long = "seller-address", value_name = "LINE")]
+        seller_address: Vec<String>,
+        #[arg(long)]
+        seller_email: Option<String>,
+        /// The seller's VAT (or other tax) registration number.
+        #[arg(long)]
+        seller_tax_id: Option<String>,
+        /// #rrggbb, for invoices and hosted pages.
+        #[arg(long)]
+        brand_color: Option<String>,
+        /// Days before each retry of a failed renewal charge, e.g. 1,1,1 (the default);
+        /// "none" for no retries.
+        #[arg(long, value_parser = parse_retry_days)]
+        dunning_retry_days: Option<RetryDays>,
+    },
+    /// Print a project and its billing settings as JSON.
+    Show {
+        #[arg(long)]
+        project: String,
+    },
+}
+
+/// `--dunning-retry-days`: a comma-separated list of days, or `none`.
+#[derive(Debug, Clone)]
+pub struct RetryDays(Vec<u32>);
+
+fn parse_retry_days(text: &str) -> Result<RetryDays, String> {
+    let text = text.trim();
+    if text.is_empty() || text == "none" {
+        return Ok(RetryDays(Vec::new()));
+    }
+    text.split(',')
+        .map(|day| {
+            day.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("{day:?} is not a number of days"))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(RetryDays)
+}
+
+/// A flag's value as a change: absent leaves the setting, "" clears it.
+fn change(value: Option<String>) -> Option<Option<String>> {
+    value.map(|value| {
+        let value = value.trim().to_string();
+        (!value.is_empty()).then_some(value)
+    })
+}
+
+fn project_json(project: &Project, settings: &BillingSettings) -> serde_json::Value {
+    serde_json::json!({
+        "id": project.id,
+        "name": project.name,
+        "created": project.created,
+        "billing": settings,
+    })
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -93,6 +165,51 @@ pub async fn run_projects(
                 .await?;
             refresh_keys(database).await?;
             println!("{project_id}");
+        }
+        ProjectsCommand::Configure {
+            project,
+            invoice_prefix,
+            default_tax_rate,
+            seller_name,
+            seller_address,
+            seller_email,
+            seller_tax_id,
+            brand_color,
+            dunning_retry_days,
+        } => {
+            let changes = BillingChanges {
+                invoice_prefix: invoice_prefix.map(|prefix| prefix.trim().to_string()),
+                default_tax_rate: change(default_tax_rate),
+                seller_name: change(seller_name),
+                seller_address_lines: (!seller_address.is_empty()).then(|| {
+                    seller_address
+                        .into_iter()
+                        .map(|line| line.trim().to_string())
+                        .filter(|line| !line.is_empty())
+                        .collect()
+                }),
+                seller_email: change(seller_email),
+                seller_tax_id: change(seller_tax_id),
+                brand_color: change(brand_color),
+                dunning_retry_days: dunning_retry_days.map(|RetryDays(days)| days),
+            };
+            let bus = bus(database);
+            let settings =
+                configure_billing(&bus, &project, changes, &operator_metadata(&project)).await?;
+            let (stored, _) = bus.load::<Project>(&project, AsOf::Now).await?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&project_json(&stored, &settings))?
+            );
+        }
+        ProjectsCommand::Show { project } => {
+            let bus = bus(database);
+            let settings = billing_settings(&bus, &project).await?;
+            let (stored, _) = bus.load::<Project>(&project, AsOf::Now).await?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&project_json(&stored, &settings))?
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -150,7 +150,7 @@ impl StoredResponse {
 }
 
 /// Proof of owning a claim: needed to complete or release it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ClaimToken {
     project: String,
     mode: Mode,
@@ -352,6 +352,34 @@ impl IdempotencyStore {
             .execute(connection)
             .await?;
         match completed.rows_affected() {
+            1 => Ok(()),
+            _ => Err(IdempotencyError::ClaimLost),
+        }
+    }
+
+    /// Replaces the response stored by this claim's own earlier [`Self::complete_in`]: for
+    /// writes of several transactions, whose first commit stores a recovery point (the new
+    /// object's id) with its events and whose last step stores the full answer.
+    pub async fn amend(
+        &self,
+        token: &ClaimToken,
+        response: &StoredResponse,
+    ) -> Result<(), IdempotencyError> {
+        let amended = sqlx::query(
+            "UPDATE idempotency_keys SET response_status = $6, response_body = $7 \
+             WHERE project = $1 AND mode = $2 AND idempotency_key = $3 \
+               AND generation = $4 AND claim_id = $5 AND state = 'completed'",
+        )
+        .bind(&token.project)
+        .bind(token.mode.as_str())
+        .bind(&token.key)
+        .bind(token.generation)
+        .bind(token.claim_id)
+        .bind(i32::from(response.status))
+        .bind(response.body.as_slice())
+        .execute(&self.pool)
+        .await?;
+        match amended.rows_affected() {
             1 => Ok(()),
             _ => Err(IdempotencyError::ClaimLost),
         }

@@ -24,6 +24,14 @@ pub fn new_secret_key(livemode: bool) -> String {
     )
 }
 
+/// A long random token for capability URLs (a hosted invoice page, its PDF): `<prefix>_…`.
+pub fn new_token(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}",
+        Alphanumeric.sample_string(&mut rand::rng(), SECRET_RANDOM_CHARS)
+    )
+}
+
 /// A new webhook signing secret: `whsec_…`. Deliveries are signed with the whole string.
 pub fn new_signing_secret() -> String {
     format!(

@@ -5,6 +5,7 @@
 //! `domain` (the rules) and `event-store` (the storage); must never depend on projections
 //! or HTTP: a command is decided on the stream's own events, never on a read model.
 
+pub mod billing;
 pub mod execute;
 pub mod idempotency;
 pub mod ids;

@@ -28,6 +28,7 @@ use crate::execute::{
     CommandBus, CommandError, ExecuteError, Executed, InTransaction, NoExtraWork,
 };
 use crate::ids;
+use crate::unit::{back_off, UnitError, MAX_UNIT_ATTEMPTS};
 
 /// The gateway clients by mode. Test keys never reach the live gateway: the test client
 /// points at the simulator (or Cardstream's test account), the live one is optional.
@@ -605,20 +606,17 @@ impl PaymentService {
         };
         let payment_method = charge.payment_method.clone();
         let executed = self
-            .bus
-            .execute_with::<PaymentIntent, W>(
+            .decide_intent(
+                actor,
                 &intent.id,
                 PaymentIntentCommand::RecordChargeOutcome {
                     charge_id: charge.id.clone(),
                     outcome,
                     at: chrono::Utc::now().timestamp(),
                 },
-                &(),
-                &actor.metadata(),
                 final_step,
             )
-            .await
-            .map_err(from_execute)?;
+            .await?;
         if let Some(gateway_token) = new_token {
             // Keep the newest token (Cardstream chains repeat payments through it). Best
             // effort: the charge is recorded either way.
@@ -721,19 +719,16 @@ impl PaymentService {
                 PaymentError::Gateway(format!("capture refused: {}", response.message())).into(),
             );
         }
-        self.bus
-            .execute_with::<PaymentIntent, W>(
-                intent_id,
-                PaymentIntentCommand::Capture {
-                    amount,
-                    at: chrono::Utc::now().timestamp(),
-                },
-                &(),
-                &actor.metadata(),
-                final_step,
-            )
-            .await
-            .map_err(from_execute)
+        self.decide_intent(
+            actor,
+            intent_id,
+            PaymentIntentCommand::Capture {
+                amount,
+                at: chrono::Utc::now().timestamp(),
+            },
+            final_step,
+        )
+        .await
     }
 
     /// Cancels an intent; a held authorisation is released at the gateway first.
@@ -861,6 +856,83 @@ impl PaymentService {
             )
             .await
             .map_err(from_execute)
+    }
+
+    /// Decides `command` on a payment intent together with what it means for billing (an
+    /// invoice paid or its attempt failed, a subscription's status, a one-off payment's
+    /// receipt invoice) and `final_step`, all in one transaction; decided again on conflict.
+    async fn decide_intent<W>(
+        &self,
+        actor: &Actor,
+        intent_id: &str,
+        command: PaymentIntentCommand,
+        mut final_step: W,
+    ) -> Result<Executed<PaymentIntent, W::Output>, FinalStepError<W::Error>>
+    where
+        W: InTransaction<PaymentIntent>,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut unit = self
+                .bus
+                .unit(&actor.metadata())
+                .await
+                .map_err(PaymentError::from)?;
+            let events = unit
+                .decide::<PaymentIntent>(intent_id, command.clone())
+                .await
+                .map_err(PaymentError::from)?
+                .map_err(|rule| PaymentError::InvalidRequest(rule.to_string()))?;
+            let intent = unit
+                .load::<PaymentIntent>(intent_id)
+                .await
+                .map_err(PaymentError::from)?
+                .clone();
+            crate::billing::react_to_intent(&mut unit, actor, &intent, &events).await?;
+            let version = unit.version::<PaymentIntent>(intent_id);
+            let output = final_step
+                .run(unit.connection(), &intent, &events)
+                .await
+                .map_err(FinalStepError::Step)?;
+            match unit.commit().await {
+                Ok(appended) => {
+                    return Ok(Executed {
+                        aggregate: intent,
+                        events,
+                        appended,
+                        version,
+                        output,
+                    })
+                }
+                Err(UnitError::Conflict) if attempt < MAX_UNIT_ATTEMPTS => back_off(attempt).await,
+                Err(error) => return Err(PaymentError::from(error).into()),
+            }
+        }
+    }
+
+    /// Charges an intent's pending attempt off the request path (billing: a subscription's
+    /// first invoice, a renewal, a retry) and records the outcome with its billing effects.
+    pub async fn charge_and_settle(
+        &self,
+        actor: &Actor,
+        intent_id: &str,
+        off_session: bool,
+    ) -> Result<Vec<event_store::store::Appended>, PaymentError> {
+        let (intent, _) = self
+            .load_owned::<PaymentIntent>(actor, "payment_intent", intent_id)
+            .await?;
+        let outcome = self
+            .charge_pending_attempt(actor, &intent, off_session)
+            .await?;
+        let executed = self
+            .record_outcome(actor, &intent, outcome, NoExtraWork)
+            .await
+            .map_err(|error| match error {
+                FinalStepError::Payment(error) => error,
+                FinalStepError::Step(error) => PaymentError::Internal(error.to_string()),
+            })?;
+        Ok(executed.appended)
     }
 
     /// Resolves one intent's attempt left open (a crash between the gateway's answer and

@@ -4,7 +4,10 @@ use cqrs_es::Aggregate;
 use domain::customer::Customer;
 use domain::payment_intent::PaymentIntent;
 use domain::payment_method::PaymentMethod;
+use domain::price::Price;
+use domain::product::Product;
 use domain::project::Project;
+use domain::tax_rate::TaxRate;
 use domain::webhook_endpoint::WebhookEndpoint;
 use event_store::store::AsOf;
 
@@ -23,7 +26,10 @@ pub const KNOWN_TYPES: &[&str] = &[
     Customer::TYPE,
     PaymentIntent::TYPE,
     PaymentMethod::TYPE,
+    Price::TYPE,
+    Product::TYPE,
     Project::TYPE,
+    TaxRate::TYPE,
     WebhookEndpoint::TYPE,
 ];
 
@@ -39,7 +45,10 @@ pub async fn replay(
         Customer::TYPE => state_of::<Customer>(bus, aggregate_id, as_of).await,
         PaymentIntent::TYPE => state_of::<PaymentIntent>(bus, aggregate_id, as_of).await,
         PaymentMethod::TYPE => state_of::<PaymentMethod>(bus, aggregate_id, as_of).await,
+        Price::TYPE => state_of::<Price>(bus, aggregate_id, as_of).await,
+        Product::TYPE => state_of::<Product>(bus, aggregate_id, as_of).await,
         Project::TYPE => state_of::<Project>(bus, aggregate_id, as_of).await,
+        TaxRate::TYPE => state_of::<TaxRate>(bus, aggregate_id, as_of).await,
         WebhookEndpoint::TYPE => state_of::<WebhookEndpoint>(bus, aggregate_id, as_of).await,
         other => Err(ReplayError::UnknownType(other.to_string())),
     }

@@ -189,6 +189,13 @@ impl UnitOfWork {
         &mut self.transaction
     }
 
+    /// A loaded stream's version, counting what this unit staged on it.
+    pub fn version<A: Aggregate>(&self, id: &str) -> i64 {
+        self.streams
+            .get(&(A::TYPE, id.to_string()))
+            .map_or(0, |loaded| loaded.version)
+    }
+
     pub fn has_changes(&self) -> bool {
         !self.staged.is_empty()
     }

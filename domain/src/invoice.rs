@@ -201,6 +201,9 @@ pub enum InvoiceCommand {
     StartAttempt {
         payment_intent: String,
         automatic: bool,
+        /// A scheduled retry names the attempt time it was due at; once started (by any
+        /// worker) the invoice no longer shows that time, so a second start is refused.
+        scheduled_for: Option<i64>,
         at: i64,
     },
     RecordFailedAttempt {
@@ -319,6 +322,8 @@ pub enum InvoiceError {
     Tax(#[from] TaxError),
     #[error("Invoice number must not be empty.")]
     EmptyNumber,
+    #[error("No payment attempt is due on this invoice at that time.")]
+    AttemptNotDue,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -495,9 +500,13 @@ impl Aggregate for Invoice {
             InvoiceCommand::StartAttempt {
                 payment_intent,
                 automatic,
+                scheduled_for,
                 at,
             } => {
                 self.require_payable()?;
+                if scheduled_for.is_some() && scheduled_for != self.next_payment_attempt {
+                    return Err(InvoiceError::AttemptNotDue);
+                }
                 sink.write(
                     InvoiceEvent::InvoicePaymentAttempted {
                         payment_intent,
@@ -512,7 +521,11 @@ impl Aggregate for Invoice {
                 self.require_payable()?;
                 // Retries follow automatic attempts only: after the n-th automatic attempt
                 // fails, the next is `retry_days[n - 1]` days later, until the rule is spent.
-                let next_payment_attempt = if self.auto_advance && self.attempt_count > 0 {
+                // A subscription's first invoice is not retried: the customer is present and
+                // the subscription stays `incomplete` until they pay (or it expires).
+                let retries =
+                    self.auto_advance && self.billing_reason != BillingReason::SubscriptionCreate;
+                let next_payment_attempt = if retries && self.attempt_count > 0 {
                     usize::try_from(self.attempt_count - 1)
                         .ok()
                         .and_then(|index| self.retry_days.get(index))
@@ -879,6 +892,7 @@ mod tests {
                 InvoiceCommand::StartAttempt {
                     payment_intent: "pi_1".into(),
                     automatic: true,
+                    scheduled_for: None,
                     at: now,
                 },
             )
@@ -907,6 +921,7 @@ mod tests {
             InvoiceCommand::StartAttempt {
                 payment_intent: "pi_1".into(),
                 automatic: false,
+                scheduled_for: None,
                 at: now,
             },
         )

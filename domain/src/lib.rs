@@ -4,16 +4,20 @@
 //! Pure: no I/O, no clock, no randomness. Time and ids come in with the command. Must never
 //! depend on sqlx, tokio, axum, reqwest or any crate that touches the outside world.
 
+pub mod clearable;
 pub mod customer;
 pub mod invoice;
 pub mod invoice_item;
 pub mod money;
 pub mod payment_intent;
 pub mod payment_method;
+pub mod price;
+pub mod product;
 pub mod project;
 pub mod recurring;
 pub mod subscription;
 pub mod tax;
+pub mod tax_rate;
 pub mod test_clock;
 pub mod upcasters;
 pub mod webhook_endpoint;

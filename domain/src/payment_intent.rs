@@ -151,6 +151,8 @@ pub struct NewIntent {
     pub description: Option<String>,
     pub receipt_email: Option<String>,
     pub metadata: Metadata,
+    /// The invoice this intent collects, when billing opened it.
+    pub invoice: Option<String>,
     pub at: i64,
 }
 
@@ -229,6 +231,8 @@ pub enum PaymentIntentEvent {
         receipt_email: Option<String>,
         metadata: Metadata,
         created: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        invoice: Option<String>,
     },
     PaymentIntentUpdated {
         changes: IntentChanges,
@@ -373,6 +377,8 @@ pub struct PaymentIntent {
     pub next_action: Option<NextAction>,
     pub canceled_at: Option<i64>,
     pub cancellation_reason: Option<String>,
+    #[serde(default)]
+    pub invoice: Option<String>,
 }
 
 impl Default for PaymentIntent {
@@ -397,6 +403,7 @@ impl Default for PaymentIntent {
             next_action: None,
             canceled_at: None,
             cancellation_reason: None,
+            invoice: None,
         }
     }
 }
@@ -506,6 +513,7 @@ impl Aggregate for PaymentIntent {
                         receipt_email: new.receipt_email,
                         metadata: new.metadata,
                         created: new.at,
+                        invoice: new.invoice,
                     },
                     self,
                 )
@@ -750,8 +758,10 @@ impl Aggregate for PaymentIntent {
                 receipt_email,
                 metadata,
                 created,
+                invoice,
             } => {
                 self.id = payment_intent_id;
+                self.invoice = invoice;
                 self.livemode = livemode;
                 self.amount = amount;
                 self.customer = customer;
@@ -965,6 +975,7 @@ mod tests {
             receipt_email: None,
             metadata: Metadata::new(),
             created: 1,
+            invoice: None,
         }
     }
 

@@ -88,6 +88,8 @@ impl Projection for ApiKeys {
                         .execute(&mut *connection)
                         .await?;
                 }
+                // Billing settings are read from the project's stream, not from here.
+                ProjectEvent::BillingConfigured { .. } => {}
             }
         }
         Ok(())

@@ -4,6 +4,7 @@
 //! runs, dunning retries and test clocks. Depends on `event-store` and `commands`; never on
 //! HTTP.
 
+pub mod billing;
 pub mod clock;
 pub mod recovery;
 pub mod sealer;

@@ -270,6 +270,13 @@ impl ApiError {
         .with_param("id")
     }
 
+    /// 400 `resource_missing` about a parameter that names an object this project and mode
+    /// do not have: "No such product: 'prod_x'" with `param=product`.
+    pub fn missing_reference(param: impl Into<String>, kind: &str, id: &str) -> ApiError {
+        ApiError::invalid_param(param, format!("No such {kind}: '{}'", shorten(id)))
+            .with_code("resource_missing")
+    }
+
     /// 404 for a path or method we do not serve, worded as Stripe's.
     pub fn unrecognized_url(method: &Method, path: &str) -> ApiError {
         ApiError::new(

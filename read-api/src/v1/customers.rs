@@ -86,8 +86,26 @@ pub async fn create(State(state): State<ApiState>, request: WriteRequest) -> Res
     let inner = state.clone();
     idempotent(&state, request, move |mut request, token| {
         Box::pin(async move {
-            let fields = fields_from(&mut request.params)?;
+            let mut fields = fields_from(&mut request.params)?;
+            let test_clock = request.params.take_string("test_clock")?;
             request.reject_unknown_params()?;
+            if let Some(clock) = test_clock {
+                if request.key.mode.is_live() {
+                    return Err(ApiError::invalid_param(
+                        "test_clock",
+                        "Test clocks exist in test mode only.",
+                    ));
+                }
+                inner
+                    .payments
+                    .load_owned::<domain::test_clock::TestClock>(
+                        &request.actor(),
+                        "test_clock",
+                        &clock,
+                    )
+                    .await?;
+                fields.test_clock = Some(clock);
+            }
             let customer_id = ids::new_id("cus");
             check_default_payment_method(&inner, &request, &customer_id, &fields).await?;
             let livemode = request.key.mode.is_live();

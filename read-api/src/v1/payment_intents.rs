@@ -185,6 +185,7 @@ pub async fn create(State(state): State<ApiState>, request: WriteRequest) -> Res
                         description,
                         receipt_email,
                         metadata,
+                        invoice: None,
                         at: chrono::Utc::now().timestamp(),
                     }),
                     &(),

@@ -54,6 +54,23 @@ pub enum ListFilter {
     Customer(String),
     PaymentIntent(String),
     Email(String),
+    /// Conditions on the rendered object (the billing catalog's filters).
+    Body(BodyFilter),
+}
+
+/// Conditions on an object's rendered body, all of which must hold; empty ones filter
+/// nothing.
+#[derive(Debug, Clone, Default)]
+pub struct BodyFilter {
+    /// Fields the body must hold with these values (`body @> contains`), nested objects
+    /// included: `{"active": true, "recurring": {"interval": "month"}}`.
+    pub contains: Option<Value>,
+    /// `body->>'product'` equals this (indexed by `objects_by_product`).
+    pub product: Option<String>,
+    /// The id is one of these (Stripe's `ids[]`).
+    pub ids: Vec<String>,
+    /// `body->>'lookup_key'` is one of these (Stripe's `lookup_keys[]`).
+    pub lookup_keys: Vec<String>,
 }
 
 /// A page of `kind` objects, newest first, by the keyset (created, id).
@@ -66,10 +83,15 @@ pub async fn list_objects(
     url: &str,
 ) -> Result<List<Value>, ApiError> {
     let (customer, payment_intent, email) = match filter {
-        ListFilter::None => (None, None, None),
+        ListFilter::None | ListFilter::Body(_) => (None, None, None),
         ListFilter::Customer(customer) => (Some(customer.as_str()), None, None),
         ListFilter::PaymentIntent(intent) => (None, Some(intent.as_str()), None),
         ListFilter::Email(email) => (None, None, Some(email.as_str())),
+    };
+    let no_body_filter = BodyFilter::default();
+    let body = match filter {
+        ListFilter::Body(body) => body,
+        _ => &no_body_filter,
     };
     let cursor_id = match &params.cursor {
         Some(Cursor::StartingAfter(id)) | Some(Cursor::EndingBefore(id)) => Some(id.as_str()),
@@ -102,6 +124,10 @@ pub async fn list_objects(
            AND ($5::text IS NULL OR payment_intent = $5) \
            AND ($6::bigint IS NULL OR (created, id) {comparison} ($6, $7)) \
            AND ($9::text IS NULL OR body->>'email' = $9) \
+           AND ($10::jsonb IS NULL OR body @> $10) \
+           AND ($11::text IS NULL OR body->>'product' = $11) \
+           AND (cardinality($12::text[]) = 0 OR id = ANY($12)) \
+           AND (cardinality($13::text[]) = 0 OR body->>'lookup_key' = ANY($13)) \
          ORDER BY created {order}, id {order} LIMIT $8"
     );
     let rows: Vec<Value> = sqlx::query_scalar(&sql)
@@ -114,6 +140,10 @@ pub async fn list_objects(
         .bind(cursor.as_ref().map(|(_, id)| id.clone()))
         .bind(params.fetch_limit())
         .bind(email)
+        .bind(&body.contains)
+        .bind(&body.product)
+        .bind(&body.ids)
+        .bind(&body.lookup_keys)
         .fetch_all(pool)
         .await?;
     Ok(List::from_page(url, params, rows))

@@ -1,0 +1,327 @@
+//! The billing scheduler's read model: what is due, and when, per subscription, invoice
+//! and test clock. The scheduler finds work here (never by scanning the log) and then lets
+//! the aggregates decide, so a stale row can only ever lead to work found already done.
+//!
+//! - `subscriptions`: status and the end of the current period (renewal, or expiry of an
+//!   `incomplete` one 23 h after creation).
+//! - `invoices`: the next automatic payment attempt of open invoices (dunning).
+//! - `pending_items`: invoice items waiting for their customer's next invoice.
+//! - `test_clocks`: frozen time and status; work on a clock is due by the clock's time.
+//! - `leases`: which worker holds which job (not derived from events; rebuilt empty).
+
+use std::collections::HashMap;
+
+use event_store::{EventMetadata, RecordedEvent};
+use serde_json::Value;
+use sqlx::PgConnection;
+
+use crate::runtime::{Projection, ProjectionError};
+
+pub const NAME: &str = "billing";
+
+pub struct BillingSchedule;
+
+#[derive(Default)]
+struct SubscriptionRow {
+    project: String,
+    livemode: bool,
+    test_clock: Option<String>,
+    customer: Option<String>,
+    status: Option<String>,
+    period_end: Option<i64>,
+    created: Option<i64>,
+}
+
+#[derive(Default)]
+struct InvoiceRow {
+    project: String,
+    livemode: bool,
+    test_clock: Option<String>,
+    /// `Some(None)` clears the next attempt.
+    next_attempt: Option<Option<i64>>,
+}
+
+#[derive(Default)]
+struct ClockRow {
+    project: String,
+    livemode: bool,
+    frozen_time: Option<i64>,
+    status: Option<String>,
+    deleted: bool,
+}
+
+#[derive(Default)]
+struct ItemRow {
+    project: String,
+    livemode: bool,
+    customer: Option<String>,
+    subscription: Option<String>,
+    pending: bool,
+}
+
+fn field<'a>(payload: &'a Value, event_type: &str, name: &str) -> &'a Value {
+    &payload[event_type][name]
+}
+
+fn text(value: &Value) -> Option<String> {
+    value.as_str().map(str::to_string)
+}
+
+#[async_trait::async_trait]
+impl Projection for BillingSchedule {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn schema_sql(&self) -> &'static str {
+        "CREATE TABLE subscriptions (
+            id                 text PRIMARY KEY,
+            project            text    NOT NULL,
+            livemode           boolean NOT NULL,
+            test_clock         text,
+            customer           text,
+            status             text    NOT NULL,
+            current_period_end bigint  NOT NULL,
+            created            bigint  NOT NULL
+        );
+        CREATE TABLE invoices (
+            id                   text PRIMARY KEY,
+            project              text    NOT NULL,
+            livemode             boolean NOT NULL,
+            test_clock           text,
+            next_payment_attempt bigint
+        );
+        CREATE TABLE pending_items (
+            id           text PRIMARY KEY,
+            project      text    NOT NULL,
+            livemode     boolean NOT NULL,
+            customer     text    NOT NULL,
+            subscription text
+        );
+        CREATE TABLE test_clocks (
+            id          text PRIMARY KEY,
+            project     text    NOT NULL,
+            livemode    boolean NOT NULL,
+            frozen_time bigint  NOT NULL,
+            status      text    NOT NULL
+        );
+        CREATE TABLE leases (
+            job          text PRIMARY KEY,
+            holder       text        NOT NULL,
+            leased_until timestamptz NOT NULL
+        );"
+    }
+
+    fn index_sql(&self) -> &'static str {
+        "CREATE INDEX subscriptions_due ON subscriptions (current_period_end)
+             WHERE status IN ('active', 'past_due', 'trialing', 'incomplete');
+         CREATE INDEX subscriptions_by_clock ON subscriptions (test_clock) WHERE test_clock IS NOT NULL;
+         CREATE INDEX invoices_due ON invoices (next_payment_attempt)
+             WHERE next_payment_attempt IS NOT NULL;
+         CREATE INDEX pending_items_by_customer ON pending_items (customer);"
+    }
+
+    async fn apply(
+        &self,
+        connection: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        let mut subscriptions: HashMap<String, SubscriptionRow> = HashMap::new();
+        let mut invoices: HashMap<String, InvoiceRow> = HashMap::new();
+        let mut clocks: HashMap<String, ClockRow> = HashMap::new();
+        let mut items: HashMap<String, ItemRow> = HashMap::new();
+        for event in events {
+            let relevant = matches!(
+                event.aggregate_type.as_str(),
+                "subscription" | "invoice" | "test_clock" | "invoice_item"
+            );
+            if !relevant {
+                continue;
+            }
+            let metadata: EventMetadata = event
+                .metadata()
+                .map_err(|error| ProjectionError::bad_event(event, error))?;
+            let livemode = metadata.mode.is_some_and(|mode| mode.is_live());
+            let payload: Value = serde_json::from_str(&event.payload)
+                .map_err(|error| ProjectionError::bad_event(event, error))?;
+            let kind = event.event_type.as_str();
+            let id = event.aggregate_id.clone();
+            match event.aggregate_type.as_str() {
+                "subscription" => {
+                    let row = subscriptions.entry(id).or_insert_with(|| SubscriptionRow {
+                        project: metadata.project.clone(),
+                        livemode,
+                        ..SubscriptionRow::default()
+                    });
+                    match kind {
+                        "SubscriptionCreated" => {
+                            let new = field(&payload, kind, "subscription");
+                            row.test_clock = text(&new["test_clock"]);
+                            row.customer = text(&new["customer"]);
+                            row.status = text(field(&payload, kind, "status"));
+                            row.period_end = field(&payload, kind, "current_period_end").as_i64();
+                            row.created = field(&payload, kind, "created").as_i64();
+                        }
+                        "SubscriptionRenewed" => {
+                            row.status = text(field(&payload, kind, "status"));
+                            row.period_end = field(&payload, kind, "current_period_end").as_i64();
+                        }
+                        "SubscriptionStatusChanged" => {
+                            row.status = text(field(&payload, kind, "status"));
+                        }
+                        "SubscriptionCanceled" => row.status = Some("canceled".into()),
+                        _ => {}
+                    }
+                }
+                "invoice" => {
+                    let row = invoices.entry(id).or_insert_with(|| InvoiceRow {
+                        project: metadata.project.clone(),
+                        livemode,
+                        ..InvoiceRow::default()
+                    });
+                    match kind {
+                        "InvoiceCreated" => {
+                            row.test_clock = text(&field(&payload, kind, "invoice")["test_clock"]);
+                            row.next_attempt = Some(None);
+                        }
+                        "InvoicePaymentFailed" => {
+                            row.next_attempt =
+                                Some(field(&payload, kind, "next_payment_attempt").as_i64());
+                        }
+                        "InvoicePaymentAttempted"
+                        | "InvoicePaid"
+                        | "InvoiceVoided"
+                        | "InvoiceMarkedUncollectible"
+                        | "InvoiceDeleted" => {
+                            row.next_attempt = Some(None);
+                        }
+                        _ => {}
+                    }
+                }
+                "test_clock" => {
+                    let row = clocks.entry(id).or_insert_with(|| ClockRow {
+                        project: metadata.project.clone(),
+                        livemode,
+                        ..ClockRow::default()
+                    });
+                    match kind {
+                        "TestClockCreated" => {
+                            row.frozen_time = field(&payload, kind, "frozen_time").as_i64();
+                            row.status = Some("ready".into());
+                        }
+                        "TestClockAdvancing" => {
+                            row.frozen_time = field(&payload, kind, "frozen_time").as_i64();
+                            row.status = Some("advancing".into());
+                        }
+                        "TestClockReady" => row.status = Some("ready".into()),
+                        "TestClockDeleted" => row.deleted = true,
+                        _ => {}
+                    }
+                }
+                _ => {
+                    let row = items.entry(id).or_insert_with(|| ItemRow {
+                        project: metadata.project.clone(),
+                        livemode,
+                        ..ItemRow::default()
+                    });
+                    match kind {
+                        "InvoiceItemCreated" => {
+                            let item = field(&payload, kind, "item");
+                            row.customer = text(&item["customer"]);
+                            row.subscription = text(&item["subscription"]);
+                            row.pending = item["invoice"].is_null();
+                        }
+                        _ => row.pending = false,
+                    }
+                }
+            }
+        }
+
+        for (id, row) in subscriptions {
+            sqlx::query(
+                "INSERT INTO subscriptions AS s (id, project, livemode, test_clock, customer, status, \
+                     current_period_end, created) \
+                 VALUES ($1, $2, $3, $4, $5, COALESCE($6, 'incomplete'), COALESCE($7, 0), COALESCE($8, 0)) \
+                 ON CONFLICT (id) DO UPDATE SET \
+                     status = COALESCE($6, s.status), \
+                     current_period_end = COALESCE($7, s.current_period_end)",
+            )
+            .bind(&id)
+            .bind(&row.project)
+            .bind(row.livemode)
+            .bind(&row.test_clock)
+            .bind(&row.customer)
+            .bind(&row.status)
+            .bind(row.period_end)
+            .bind(row.created)
+            .execute(&mut *connection)
+            .await?;
+        }
+        for (id, row) in invoices {
+            let (set_next, next) = match row.next_attempt {
+                Some(next) => (true, next),
+                None => (false, None),
+            };
+            sqlx::query(
+                "INSERT INTO invoices AS i (id, project, livemode, test_clock, next_payment_attempt) \
+                 VALUES ($1, $2, $3, $4, $6) \
+                 ON CONFLICT (id) DO UPDATE SET next_payment_attempt = \
+                     CASE WHEN $5 THEN $6 ELSE i.next_payment_attempt END",
+            )
+            .bind(&id)
+            .bind(&row.project)
+            .bind(row.livemode)
+            .bind(&row.test_clock)
+            .bind(set_next)
+            .bind(next)
+            .execute(&mut *connection)
+            .await?;
+        }
+        for (id, row) in clocks {
+            if row.deleted {
+                sqlx::query("DELETE FROM test_clocks WHERE id = $1")
+                    .bind(&id)
+                    .execute(&mut *connection)
+                    .await?;
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO test_clocks AS c (id, project, livemode, frozen_time, status) \
+                 VALUES ($1, $2, $3, COALESCE($4, 0), COALESCE($5, 'ready')) \
+                 ON CONFLICT (id) DO UPDATE SET \
+                     frozen_time = COALESCE($4, c.frozen_time), status = COALESCE($5, c.status)",
+            )
+            .bind(&id)
+            .bind(&row.project)
+            .bind(row.livemode)
+            .bind(row.frozen_time)
+            .bind(&row.status)
+            .execute(&mut *connection)
+            .await?;
+        }
+        for (id, row) in items {
+            match (&row.customer, row.pending) {
+                (Some(customer), true) => {
+                    sqlx::query(
+                        "INSERT INTO pending_items (id, project, livemode, customer, subscription) \
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+                    )
+                    .bind(&id)
+                    .bind(&row.project)
+                    .bind(row.livemode)
+                    .bind(customer)
+                    .bind(&row.subscription)
+                    .execute(&mut *connection)
+                    .await?;
+                }
+                _ => {
+                    sqlx::query("DELETE FROM pending_items WHERE id = $1")
+                        .bind(&id)
+                        .execute(&mut *connection)
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,329 @@
+//! The billing run: renewals, dunning retries and expiries that are due, found in the
+//! `billing` read model and done through [`BillingService`], whose aggregates make every job
+//! exactly-once (a renewal names its period, a retry its scheduled time).
+//!
+//! Several runners may work at once (two `calmony serve`, a `calmony billing run`): each
+//! job is leased (`billing.leases`, keyed by job and due time) so they share the work
+//! instead of racing for it; a runner that dies mid-job leaves a lease that runs out, and
+//! the aggregates refuse whatever it had already done. Time comes from a [`Clock`]; work on
+//! a test clock is due by that clock's frozen time instead.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use commands::billing::{BillingService, JobOutcome};
+use commands::payments::Actor;
+use domain::test_clock::{TestClock, TestClockCommand};
+use futures::StreamExt;
+use projections::billing_schedule::BillingSchedule;
+use projections::runtime::DEFAULT_BATCH_EVENTS;
+use projections::ProjectionRuntime;
+use sqlx::PgPool;
+
+use crate::clock::Clock;
+
+/// How long a job's lease lasts: longer than a job usually takes (a gateway call and two
+/// commits). Leases only spread work; a job that outlives its lease and is taken again is
+/// refused by its aggregate, never done twice.
+const LEASE_SECONDS: i64 = 15;
+/// Jobs taken per query.
+const JOBS_PER_PASS: i64 = 500;
+/// Passes that find only work already done before the run gives up waiting for the read
+/// model to show it.
+const MAX_IDLE_PASSES: u32 = 200;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope<'a> {
+    /// Everything due, each item by its own time (wall clock or test clock).
+    All,
+    /// Only work on one test clock.
+    Clock(&'a str),
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RunReport {
+    pub renewed: u64,
+    pub retried: u64,
+    pub expired: u64,
+    /// Found already done by another runner (or by an earlier attempt of this one).
+    pub already_done: u64,
+    pub failed: u64,
+}
+
+impl RunReport {
+    fn absorb(&mut self, other: RunReport) {
+        self.renewed += other.renewed;
+        self.retried += other.retried;
+        self.expired += other.expired;
+        self.already_done += other.already_done;
+        self.failed += other.failed;
+    }
+
+    pub fn done(&self) -> u64 {
+        self.renewed + self.retried + self.expired
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct Job {
+    kind: String,
+    id: String,
+    project: String,
+    livemode: bool,
+    due: i64,
+}
+
+#[derive(Clone)]
+pub struct BillingRunner {
+    pool: PgPool,
+    billing: BillingService,
+    projections: ProjectionRuntime,
+    clock: Arc<dyn Clock>,
+    worker: String,
+    concurrency: usize,
+}
+
+impl BillingRunner {
+    pub fn new(
+        pool: PgPool,
+        billing: BillingService,
+        projections: ProjectionRuntime,
+        clock: Arc<dyn Clock>,
+        concurrency: usize,
+    ) -> Self {
+        Self {
+            pool,
+            billing,
+            projections,
+            clock,
+            worker: commands::ids::new_id("worker"),
+            concurrency: concurrency.max(1),
+        }
+    }
+
+    /// Does everything due in `scope`, until nothing is.
+    pub async fn run_due(&self, scope: Scope<'_>) -> Result<RunReport, sqlx::Error> {
+        let mut report = RunReport::default();
+        let mut idle_passes = 0;
+        loop {
+            self.catch_up().await?;
+            let (due, jobs) = self.claim_due(scope).await?;
+            if due == 0 {
+                return Ok(report);
+            }
+            if jobs.is_empty() {
+                // Due, but leased by other runners: wait for them (or their leases) to end,
+                // so that "nothing due" really means done (a test clock turns ready on it).
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            let pass = self.work(jobs).await;
+            report.absorb(pass);
+            if pass.done() == 0 {
+                idle_passes += 1;
+                if idle_passes >= MAX_IDLE_PASSES {
+                    tracing::warn!("billing run: due work keeps being found done; stopping");
+                    return Ok(report);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            } else {
+                idle_passes = 0;
+            }
+        }
+    }
+
+    /// Brings the billing read model up to what has been committed, so the next query
+    /// sees this runner's own work.
+    async fn catch_up(&self) -> Result<(), sqlx::Error> {
+        self.projections
+            .catch_up(&BillingSchedule, DEFAULT_BATCH_EVENTS)
+            .await
+            .map(|_| ())
+            .map_err(|error| sqlx::Error::Protocol(error.to_string()))
+    }
+
+    /// How many jobs are due, and those of them this runner now holds leases on.
+    async fn claim_due(&self, scope: Scope<'_>) -> Result<(usize, Vec<Job>), sqlx::Error> {
+        let now = self.clock.now().timestamp();
+        let clock = match scope {
+            Scope::All => None,
+            Scope::Clock(id) => Some(id.to_string()),
+        };
+        let due: Vec<Job> = sqlx::query_as(
+            "WITH due AS ( \
+               SELECT 'renew' AS kind, s.id, s.project, s.livemode, s.current_period_end AS due \
+               FROM billing.subscriptions s LEFT JOIN billing.test_clocks c ON c.id = s.test_clock \
+               WHERE s.status IN ('active', 'past_due', 'trialing') \
+                 AND s.current_period_end <= CASE WHEN s.test_clock IS NULL THEN $1 ELSE c.frozen_time END \
+                 AND ($2::text IS NULL OR s.test_clock = $2) \
+               UNION ALL \
+               SELECT 'expire', s.id, s.project, s.livemode, s.created + 82800 \
+               FROM billing.subscriptions s LEFT JOIN billing.test_clocks c ON c.id = s.test_clock \
+               WHERE s.status = 'incomplete' \
+                 AND s.created + 82800 <= CASE WHEN s.test_clock IS NULL THEN $1 ELSE c.frozen_time END \
+                 AND ($2::text IS NULL OR s.test_clock = $2) \
+               UNION ALL \
+               SELECT 'retry', i.id, i.project, i.livemode, i.next_payment_attempt \
+               FROM billing.invoices i LEFT JOIN billing.test_clocks c ON c.id = i.test_clock \
+               WHERE i.next_payment_attempt IS NOT NULL \
+                 AND i.next_payment_attempt <= CASE WHEN i.test_clock IS NULL THEN $1 ELSE c.frozen_time END \
+                 AND ($2::text IS NULL OR i.test_clock = $2) \
+             ) SELECT kind, id, project, livemode, due FROM due ORDER BY due, id LIMIT $3",
+        )
+        .bind(now)
+        .bind(&clock)
+        .bind(JOBS_PER_PASS)
+        .fetch_all(&self.pool)
+        .await?;
+        if due.is_empty() {
+            return Ok((0, due));
+        }
+        let keys: Vec<String> = due.iter().map(Job::lease_key).collect();
+        let leased: Vec<String> = sqlx::query_scalar(
+            "INSERT INTO billing.leases AS l (job, holder, leased_until) \
+             SELECT job, $2, now() + make_interval(secs => $3) FROM UNNEST($1::text[]) AS job \
+             ON CONFLICT (job) DO UPDATE SET holder = EXCLUDED.holder, leased_until = EXCLUDED.leased_until \
+               WHERE l.leased_until < now() \
+             RETURNING job",
+        )
+        .bind(&keys)
+        .bind(&self.worker)
+        .bind(LEASE_SECONDS as f64)
+        .fetch_all(&self.pool)
+        .await?;
+        let leased: std::collections::HashSet<String> = leased.into_iter().collect();
+        let count = due.len();
+        Ok((
+            count,
+            due.into_iter()
+                .filter(|job| leased.contains(&job.lease_key()))
+                .collect(),
+        ))
+    }
+
+    async fn work(&self, jobs: Vec<Job>) -> RunReport {
+        let reports: Vec<RunReport> = futures::stream::iter(jobs)
+            .map(|job| async move { self.run_job(job).await })
+            .buffer_unordered(self.concurrency)
+            .collect()
+            .await;
+        let mut report = RunReport::default();
+        for one in reports {
+            report.absorb(one);
+        }
+        report
+    }
+
+    async fn run_job(&self, job: Job) -> RunReport {
+        let actor = Actor {
+            project: job.project.clone(),
+            livemode: job.livemode,
+            actor: "system:billing".into(),
+            request_id: commands::ids::new_id("req"),
+            idempotency_key: None,
+        };
+        let outcome = match job.kind.as_str() {
+            "renew" => self.billing.renew(&actor, &job.id, job.due, &[]).await,
+            "retry" => self.billing.retry_invoice(&actor, &job.id, job.due).await,
+            _ => self.billing.expire_incomplete(&actor, &job.id).await,
+        };
+        let mut report = RunReport::default();
+        match outcome {
+            Ok(JobOutcome::AlreadyDone) => report.already_done = 1,
+            Ok(JobOutcome::Done) => match job.kind.as_str() {
+                "renew" => report.renewed = 1,
+                "retry" => report.retried = 1,
+                _ => report.expired = 1,
+            },
+            Err(error) => {
+                tracing::warn!(kind = %job.kind, id = %job.id, %error, "billing job failed; it stays due");
+                report.failed = 1;
+            }
+        }
+        // Done (or found done): the lease is not needed any more.
+        if let Err(error) = sqlx::query("DELETE FROM billing.leases WHERE job = $1 AND holder = $2")
+            .bind(job.lease_key())
+            .bind(&self.worker)
+            .execute(&self.pool)
+            .await
+        {
+            tracing::warn!(%error, "could not release a billing lease");
+        }
+        report
+    }
+
+    /// Finishes the advance of every test clock that is `advancing`: does the work due up
+    /// to its new time, then marks it `ready`.
+    pub async fn advance_clocks(&self) -> Result<usize, sqlx::Error> {
+        self.catch_up().await?;
+        let advancing: Vec<(String, String, bool, i64)> = sqlx::query_as(
+            "SELECT id, project, livemode, frozen_time FROM billing.test_clocks \
+             WHERE status = 'advancing' ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let count = advancing.len();
+        for (clock, project, livemode, frozen_time) in advancing {
+            let report = self.run_due(Scope::Clock(&clock)).await?;
+            if report.failed > 0 {
+                tracing::warn!(%clock, failed = report.failed, "test clock advance had failed jobs");
+            }
+            let actor = Actor {
+                project,
+                livemode,
+                actor: "system:billing".into(),
+                request_id: commands::ids::new_id("req"),
+                idempotency_key: None,
+            };
+            let finished = self
+                .billing
+                .payments()
+                .bus()
+                .execute::<TestClock>(
+                    &clock,
+                    TestClockCommand::FinishAdvance {
+                        frozen_time,
+                        at: chrono::Utc::now().timestamp(),
+                    },
+                    &(),
+                    &actor.metadata(),
+                )
+                .await;
+            if let Err(error) = finished {
+                tracing::warn!(%clock, %error, "could not mark a test clock ready");
+            }
+        }
+        Ok(count)
+    }
+}
+
+impl Job {
+    fn lease_key(&self) -> String {
+        format!("{}:{}:{}", self.kind, self.id, self.due)
+    }
+}
+
+/// The billing loop of `calmony serve`: a full run every `interval`, and test clocks'
+/// advances as soon as they are asked for (`wake`) or at the latest every second.
+pub async fn run(runner: BillingRunner, interval: Duration, wake: Arc<tokio::sync::Notify>) {
+    let mut full_run = tokio::time::interval(interval.max(Duration::from_secs(1)));
+    full_run.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = full_run.tick() => {
+                match runner.run_due(Scope::All).await {
+                    Ok(report) if report.done() + report.failed > 0 => {
+                        tracing::info!(?report, "billing run finished");
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, "billing run failed; retrying at the next tick"),
+                }
+            }
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        if let Err(error) = runner.advance_clocks().await {
+            tracing::warn!(%error, "test clock advance failed; retrying");
+        }
+    }
+}
