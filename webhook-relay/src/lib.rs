@@ -73,9 +73,20 @@ pub async fn run(
     guard: UrlGuard,
     settings: RelaySettings,
 ) -> Result<(), RelayError> {
-    let runtime = ProjectionRuntime::new(pool.clone());
+    run_beside(&ProjectionRuntime::new(pool), clock, guard, settings).await
+}
+
+/// As [`run`], on the runtime that follows the `api` projection in this process: the
+/// fan-out then wakes as soon as an `api` batch commits, without a round trip through the
+/// database's notifications.
+pub async fn run_beside(
+    runtime: &ProjectionRuntime,
+    clock: Arc<dyn Clock>,
+    guard: UrlGuard,
+    settings: RelaySettings,
+) -> Result<(), RelayError> {
     let fan_out = Arc::new(FanOut::new(clock.clone()));
-    let worker = DeliveryWorker::new(pool, clock, &guard, settings.delivery)?;
+    let worker = DeliveryWorker::new(runtime.pool().clone(), clock, &guard, settings.delivery)?;
     let following = async {
         runtime
             .follow(
