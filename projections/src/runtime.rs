@@ -160,6 +160,10 @@ impl ProjectionRuntime {
         Self { pool }
     }
 
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// Creates the projection's schema, tables and checkpoint unless they exist.
     pub async fn ensure_created(&self, projection: &dyn Projection) -> Result<(), ProjectionError> {
         let mut transaction = self.pool.begin().await?;
