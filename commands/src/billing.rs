@@ -658,6 +658,19 @@ impl BillingService {
                     id: request.customer.clone(),
                 });
             }
+            if let Some(method_id) = &request.default_payment_method {
+                // Checked here, not only when charged: a trial or `default_incomplete`
+                // charges nothing now and would keep someone else's card for later.
+                let method =
+                    load_owned::<PaymentMethod>(&mut unit, actor, "payment_method", method_id)
+                        .await?;
+                if !method.usable() || method.customer.as_deref() != Some(customer.id.as_str()) {
+                    return Err(PaymentError::InvalidRequest(format!(
+                        "The payment method {method_id} is not attached to customer {}.",
+                        customer.id
+                    )));
+                }
+            }
             let at = now_on(&mut unit, customer.test_clock.as_deref()).await?;
             let mut items = Vec::with_capacity(request.items.len());
             for item in &request.items {

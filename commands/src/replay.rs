@@ -2,12 +2,16 @@
 
 use cqrs_es::Aggregate;
 use domain::customer::Customer;
+use domain::invoice::Invoice;
+use domain::invoice_item::InvoiceItem;
 use domain::payment_intent::PaymentIntent;
 use domain::payment_method::PaymentMethod;
 use domain::price::Price;
 use domain::product::Product;
 use domain::project::Project;
+use domain::subscription::Subscription;
 use domain::tax_rate::TaxRate;
+use domain::test_clock::TestClock;
 use domain::webhook_endpoint::WebhookEndpoint;
 use event_store::store::AsOf;
 
@@ -24,12 +28,16 @@ pub enum ReplayError {
 /// Every aggregate type that can be replayed.
 pub const KNOWN_TYPES: &[&str] = &[
     Customer::TYPE,
+    Invoice::TYPE,
+    InvoiceItem::TYPE,
     PaymentIntent::TYPE,
     PaymentMethod::TYPE,
     Price::TYPE,
     Product::TYPE,
     Project::TYPE,
+    Subscription::TYPE,
     TaxRate::TYPE,
+    TestClock::TYPE,
     WebhookEndpoint::TYPE,
 ];
 
@@ -43,12 +51,16 @@ pub async fn replay(
 ) -> Result<(serde_json::Value, i64), ReplayError> {
     match aggregate_type {
         Customer::TYPE => state_of::<Customer>(bus, aggregate_id, as_of).await,
+        Invoice::TYPE => state_of::<Invoice>(bus, aggregate_id, as_of).await,
+        InvoiceItem::TYPE => state_of::<InvoiceItem>(bus, aggregate_id, as_of).await,
         PaymentIntent::TYPE => state_of::<PaymentIntent>(bus, aggregate_id, as_of).await,
         PaymentMethod::TYPE => state_of::<PaymentMethod>(bus, aggregate_id, as_of).await,
         Price::TYPE => state_of::<Price>(bus, aggregate_id, as_of).await,
         Product::TYPE => state_of::<Product>(bus, aggregate_id, as_of).await,
         Project::TYPE => state_of::<Project>(bus, aggregate_id, as_of).await,
+        Subscription::TYPE => state_of::<Subscription>(bus, aggregate_id, as_of).await,
         TaxRate::TYPE => state_of::<TaxRate>(bus, aggregate_id, as_of).await,
+        TestClock::TYPE => state_of::<TestClock>(bus, aggregate_id, as_of).await,
         WebhookEndpoint::TYPE => state_of::<WebhookEndpoint>(bus, aggregate_id, as_of).await,
         other => Err(ReplayError::UnknownType(other.to_string())),
     }

@@ -535,8 +535,13 @@ impl Aggregate for Subscription {
                 self.start_date = created;
                 self.created = created;
             }
-            SubscriptionEvent::SubscriptionUpdated { changes, .. } => {
+            SubscriptionEvent::SubscriptionUpdated { changes, at } => {
                 if let Some(flag) = changes.cancel_at_period_end {
+                    // As at Stripe: `canceled_at` is when the cancellation was asked for
+                    // (set at once, cleared when it is withdrawn); `ended_at` when it ends.
+                    if flag != self.cancel_at_period_end {
+                        self.canceled_at = flag.then_some(at);
+                    }
                     self.cancel_at_period_end = flag;
                 }
                 if let Some(method) = changes.default_payment_method {
@@ -570,8 +575,11 @@ impl Aggregate for Subscription {
             }
             SubscriptionEvent::SubscriptionStatusChanged { status, .. } => self.status = status,
             SubscriptionEvent::SubscriptionCanceled { reason, at } => {
+                let scheduled_end = self.cancel_at_period_end && at == self.current_period_end;
+                if !scheduled_end || self.canceled_at.is_none() {
+                    self.canceled_at = Some(at);
+                }
                 self.status = SubscriptionStatus::Canceled;
-                self.canceled_at = Some(at);
                 self.ended_at = Some(at);
                 self.cancellation_reason = reason;
             }
@@ -835,6 +843,7 @@ mod tests {
         )
         .await
         .unwrap();
+        assert_eq!(subscription.canceled_at, Some(NOV_1), "asked for now");
         let end = subscription.current_period_end;
         assert_eq!(
             run(
@@ -858,6 +867,12 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(
+            subscription.canceled_at,
+            Some(NOV_1),
+            "when it was asked for"
+        );
+        assert_eq!(subscription.ended_at, Some(end));
+        assert_eq!(
             run(
                 &mut subscription,
                 SubscriptionCommand::Cancel {
@@ -868,6 +883,42 @@ mod tests {
             .await,
             Err(SubscriptionError::Ended)
         );
+    }
+
+    #[tokio::test]
+    async fn canceled_at_follows_the_request_and_an_immediate_cancel() {
+        let mut subscription = Subscription::default();
+        run(&mut subscription, create(None)).await.unwrap();
+        let flag = |value: bool, at: i64| SubscriptionCommand::Update {
+            changes: SubscriptionChanges {
+                cancel_at_period_end: Some(value),
+                ..SubscriptionChanges::default()
+            },
+            at,
+        };
+        run(&mut subscription, flag(true, NOV_1 + DAY))
+            .await
+            .unwrap();
+        assert_eq!(subscription.canceled_at, Some(NOV_1 + DAY));
+        run(&mut subscription, flag(false, NOV_1 + 2 * DAY))
+            .await
+            .unwrap();
+        assert_eq!(subscription.canceled_at, None, "withdrawn");
+        run(&mut subscription, flag(true, NOV_1 + 3 * DAY))
+            .await
+            .unwrap();
+        // Canceled at once before the period ends: that is when it was canceled.
+        run(
+            &mut subscription,
+            SubscriptionCommand::Cancel {
+                reason: None,
+                at: NOV_1 + 5 * DAY,
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(subscription.canceled_at, Some(NOV_1 + 5 * DAY));
+        assert_eq!(subscription.ended_at, Some(NOV_1 + 5 * DAY));
     }
 
     #[test]

@@ -31,6 +31,9 @@ const JOBS_PER_PASS: i64 = 500;
 /// Passes that find only work already done before the run gives up waiting for the read
 /// model to show it.
 const MAX_IDLE_PASSES: u32 = 200;
+/// Pending invoice items (prorations) a renewal invoice takes in; any beyond wait for the
+/// next one.
+const MAX_PENDING_ITEMS_PER_RENEWAL: i64 = 250;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope<'a> {
@@ -223,7 +226,12 @@ impl BillingRunner {
             idempotency_key: None,
         };
         let outcome = match job.kind.as_str() {
-            "renew" => self.billing.renew(&actor, &job.id, job.due, &[]).await,
+            "renew" => match self.pending_items_of(&job).await {
+                Ok(items) => self.billing.renew(&actor, &job.id, job.due, &items).await,
+                Err(error) => Err(commands::payments::PaymentError::Internal(
+                    error.to_string(),
+                )),
+            },
             "retry" => self.billing.retry_invoice(&actor, &job.id, job.due).await,
             _ => self.billing.expire_incomplete(&actor, &job.id).await,
         };
@@ -250,6 +258,21 @@ impl BillingRunner {
             tracing::warn!(%error, "could not release a billing lease");
         }
         report
+    }
+
+    /// The subscription's pending invoice items (its prorations), which its renewal
+    /// invoice takes in. The aggregates skip any another invoice took first.
+    async fn pending_items_of(&self, job: &Job) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT id FROM billing.pending_items \
+             WHERE subscription = $1 AND project = $2 AND livemode = $3 ORDER BY id LIMIT $4",
+        )
+        .bind(&job.id)
+        .bind(&job.project)
+        .bind(job.livemode)
+        .bind(MAX_PENDING_ITEMS_PER_RENEWAL)
+        .fetch_all(&self.pool)
+        .await
     }
 
     /// Finishes the advance of every test clock that is `advancing`: does the work due up

@@ -23,6 +23,34 @@ pub async fn answer(
     id: &str,
     written: BillingWritten,
 ) -> Result<Written, ApiError> {
+    let cursor = read_your_writes(state, &written).await?;
+    let object = read_model::require_object(&state.pool, &request.scope(), kind, id).await?;
+    let response = json_response(200, &object);
+    amend(state, &written, &response).await;
+    Ok(Written {
+        response,
+        stored: written.checkpointed(),
+        cursor,
+    })
+}
+
+/// A billing write that failed after it had committed something: its stored answer becomes
+/// the error, so a retry replays the failure instead of the recovery point. What it did
+/// commit (an `error_if_incomplete` subscription expired, its invoice void) is in the read
+/// model before the error is answered, as a success's changes are.
+pub async fn failed(state: &ApiState, written: &BillingWritten, error: ApiError) -> ApiError {
+    amend(state, written, &error_response(&error)).await;
+    if let Err(wait) = read_your_writes(state, written).await {
+        tracing::warn!(error = ?wait, "a failed billing write's changes are not readable yet");
+    }
+    error
+}
+
+/// Waits until the read model shows the last event the write appended; returns its cursor.
+async fn read_your_writes(
+    state: &ApiState,
+    written: &BillingWritten,
+) -> Result<Option<event_store::log::LogCursor>, ApiError> {
     let cursor = written.appended.last().map(|appended| appended.cursor());
     if let Some(cursor) = cursor {
         state
@@ -35,21 +63,7 @@ pub async fn answer(
             .await
             .map_err(ApiError::internal)?;
     }
-    let object = read_model::require_object(&state.pool, &request.scope(), kind, id).await?;
-    let response = json_response(200, &object);
-    amend(state, &written, &response).await;
-    Ok(Written {
-        response,
-        stored: written.checkpointed(),
-        cursor,
-    })
-}
-
-/// A billing write that failed after it had committed something: its stored answer becomes
-/// the error, so a retry replays the failure instead of the recovery point.
-pub async fn failed(state: &ApiState, written: &BillingWritten, error: ApiError) -> ApiError {
-    amend(state, written, &error_response(&error)).await;
-    error
+    Ok(cursor)
 }
 
 async fn amend(state: &ApiState, written: &BillingWritten, response: &StoredResponse) {

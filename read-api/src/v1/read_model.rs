@@ -71,6 +71,8 @@ pub struct BodyFilter {
     pub ids: Vec<String>,
     /// `body->>'lookup_key'` is one of these (Stripe's `lookup_keys[]`).
     pub lookup_keys: Vec<String>,
+    /// Fields the body must not hold with these values (`NOT body @> excludes`).
+    pub excludes: Option<Value>,
 }
 
 /// A page of `kind` objects, newest first, by the keyset (created, id).
@@ -128,6 +130,7 @@ pub async fn list_objects(
            AND ($11::text IS NULL OR body->>'product' = $11) \
            AND (cardinality($12::text[]) = 0 OR id = ANY($12)) \
            AND (cardinality($13::text[]) = 0 OR body->>'lookup_key' = ANY($13)) \
+           AND ($14::jsonb IS NULL OR NOT body @> $14) \
          ORDER BY created {order}, id {order} LIMIT $8"
     );
     let rows: Vec<Value> = sqlx::query_scalar(&sql)
@@ -144,6 +147,7 @@ pub async fn list_objects(
         .bind(&body.product)
         .bind(&body.ids)
         .bind(&body.lookup_keys)
+        .bind(&body.excludes)
         .fetch_all(pool)
         .await?;
     Ok(List::from_page(url, params, rows))

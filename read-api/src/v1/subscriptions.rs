@@ -9,6 +9,7 @@ use commands::billing::{
     ItemChange, ItemRequest, PaymentBehavior, ProrationBehavior, SubscriptionRequest,
     SubscriptionUpdate, Written as BillingWritten,
 };
+use commands::payments::PaymentError;
 use domain::customer::Metadata;
 use domain::subscription::SubscriptionChanges;
 use serde_json::json;
@@ -29,6 +30,19 @@ fn metadata_on_create(params: &mut Params) -> Result<Metadata, ApiError> {
         update.apply_to(&mut metadata);
     }
     Ok(metadata)
+}
+
+/// Stripe answers an object named by a parameter that does not exist with a 400
+/// `resource_missing` naming the parameter; only the subscription in the URL is a 404.
+/// `param_of` names the parameter that carried `kind` `id`.
+fn refused(error: PaymentError, param_of: impl Fn(&str, &str) -> Option<String>) -> ApiError {
+    match error {
+        PaymentError::NotFound { kind, id } => match param_of(kind, &id) {
+            Some(param) => ApiError::missing_reference(param, kind, &id),
+            None => ApiError::missing(kind, &id),
+        },
+        other => other.into(),
+    }
 }
 
 fn items_from(params: &mut Params) -> Result<Vec<ItemRequest>, ApiError> {
@@ -128,6 +142,21 @@ pub async fn create(State(state): State<ApiState>, request: WriteRequest) -> Res
                 description: params.take_string("description")?,
             };
             request.reject_unknown_params()?;
+            let prices: Vec<String> = subscription
+                .items
+                .iter()
+                .map(|item| item.price.clone())
+                .collect();
+            let param_of = |kind: &str, id: &str| match kind {
+                "customer" => Some("customer".to_string()),
+                "payment_method" => Some("default_payment_method".to_string()),
+                "tax_rate" => Some("default_tax_rates".to_string()),
+                "price" => prices
+                    .iter()
+                    .position(|price| price == id)
+                    .map(|index| format!("items[{index}][price]")),
+                _ => None,
+            };
             let mut written = BillingWritten::new(token.cloned());
             let created = inner
                 .billing
@@ -135,7 +164,10 @@ pub async fn create(State(state): State<ApiState>, request: WriteRequest) -> Res
                 .await;
             match created {
                 Ok(id) => billing_write::answer(&inner, &request, KIND, &id, written).await,
-                Err(error) => Err(billing_write::failed(&inner, &written, error.into()).await),
+                Err(error) => {
+                    let error = refused(error, param_of);
+                    Err(billing_write::failed(&inner, &written, error).await)
+                }
             }
         })
     })
@@ -208,6 +240,22 @@ pub async fn update(
                 ],
             )?;
             request.reject_unknown_params()?;
+            let item_ids: Vec<Option<String>> = items.iter().map(|item| item.id.clone()).collect();
+            let prices: Vec<Option<String>> = items.iter().map(|item| item.price.clone()).collect();
+            let param_of = |kind: &str, id: &str| {
+                let named = |values: &[Option<String>], field: &str| {
+                    values
+                        .iter()
+                        .position(|value| value.as_deref() == Some(id))
+                        .map(|index| format!("items[{index}][{field}]"))
+                };
+                match kind {
+                    "payment_method" => Some("default_payment_method".to_string()),
+                    "subscription_item" => named(&item_ids, "id"),
+                    "price" => named(&prices, "price"),
+                    _ => None,
+                }
+            };
             let mut written = BillingWritten::new(token.cloned());
             let updated = inner
                 .billing
@@ -224,7 +272,10 @@ pub async fn update(
                 .await;
             match updated {
                 Ok(()) => billing_write::answer(&inner, &request, KIND, &id, written).await,
-                Err(error) => Err(billing_write::failed(&inner, &written, error.into()).await),
+                Err(error) => {
+                    let error = refused(error, param_of);
+                    Err(billing_write::failed(&inner, &written, error).await)
+                }
             }
         })
     })
@@ -297,9 +348,11 @@ pub async fn list(
     if let Some(customer) = customer {
         contains.insert("customer".into(), json!(customer));
     }
+    let mut excludes = None;
     match status.as_deref() {
         // Stripe lists everything but canceled subscriptions by default.
-        None | Some("all") => {}
+        None => excludes = Some(json!({"status": "canceled"})),
+        Some("all") => {}
         Some(status) => {
             if domain::subscription::SubscriptionStatus::parse(status).is_none() {
                 return Err(ApiError::invalid_param(
@@ -313,11 +366,12 @@ pub async fn list(
     if let Some(price) = price {
         contains.insert("items".into(), json!({"data": [{"price": {"id": price}}]}));
     }
-    let filter = if contains.is_empty() {
+    let filter = if contains.is_empty() && excludes.is_none() {
         ListFilter::None
     } else {
         ListFilter::Body(BodyFilter {
-            contains: Some(serde_json::Value::Object(contains)),
+            contains: (!contains.is_empty()).then_some(serde_json::Value::Object(contains)),
+            excludes,
             ..BodyFilter::default()
         })
     };
