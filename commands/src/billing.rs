@@ -394,7 +394,8 @@ pub(crate) async fn react_to_intent(
                 after_failed_attempt(unit, actor, invoice_id, at).await?;
             }
         }
-        (None, true, _) => receipt_invoice(unit, actor, intent).await?,
+        // A one-off payment's receipt invoice is issued just after, off the payment's path
+        // (see `BillingService::issue_receipt`): numbering would serialise every payment.
         _ => {}
     }
     Ok(())
@@ -407,6 +408,7 @@ async fn receipt_invoice(
     unit: &mut UnitOfWork,
     actor: &Actor,
     intent: &PaymentIntent,
+    invoice_id: &str,
 ) -> Result<(), PaymentError> {
     let Some(customer_id) = intent.customer.clone() else {
         // Stripe invoices need a customer; a guest payment gets no invoice.
@@ -421,7 +423,6 @@ async fn receipt_invoice(
             .into_iter()
             .filter(|rate| rate.inclusive)
             .collect();
-    let invoice_id = ids::new_id("in");
     let line = InvoiceLine {
         id: ids::new_id("il"),
         description: intent
@@ -445,10 +446,10 @@ async fn receipt_invoice(
     };
     decide::<Invoice>(
         unit,
-        &invoice_id,
+        invoice_id,
         InvoiceCommand::Create {
             invoice: Box::new(NewInvoice {
-                invoice_id: invoice_id.clone(),
+                invoice_id: invoice_id.to_string(),
                 customer: customer_id,
                 currency: intent.amount.currency,
                 billing_reason: BillingReason::Payment,
@@ -467,10 +468,10 @@ async fn receipt_invoice(
         },
     )
     .await?;
-    finalize(unit, actor, &invoice_id, at).await?;
+    finalize(unit, actor, invoice_id, at).await?;
     decide::<Invoice>(
         unit,
-        &invoice_id,
+        invoice_id,
         InvoiceCommand::RecordPayment {
             payment_intent: Some(intent.id.clone()),
             amount: intent.amount_received,
@@ -1210,6 +1211,32 @@ impl BillingService {
         Ok(())
     }
 
+    /// The receipt invoice of a successful one-off payment (an intent billing did not open):
+    /// paid, numbered like any other. Its id is derived from the intent's, so issuing it
+    /// twice — two runners, a retried job — finds it already there.
+    pub async fn issue_receipt(
+        &self,
+        actor: &Actor,
+        intent_id: &str,
+    ) -> Result<JobOutcome, PaymentError> {
+        let bus = self.payments.bus().clone();
+        let invoice_id = receipt_invoice_id(intent_id);
+        let (outcome, _appended) = in_unit!(bus, actor, |unit| {
+            let intent =
+                load_owned::<PaymentIntent>(&mut unit, actor, "payment_intent", intent_id).await?;
+            let already = unit.load::<Invoice>(&invoice_id).await?.exists();
+            let needs_receipt = intent.invoice.is_none()
+                && intent.customer.is_some()
+                && intent.status == IntentStatus::Succeeded;
+            if already || !needs_receipt {
+                return Ok(JobOutcome::AlreadyDone);
+            }
+            receipt_invoice(&mut unit, actor, &intent, &invoice_id).await?;
+            Ok(JobOutcome::Done)
+        })?;
+        Ok(outcome)
+    }
+
     /// Manual invoices: a draft for `customer`, optionally pulling in its pending items.
     pub async fn create_invoice(
         &self,
@@ -1479,6 +1506,15 @@ pub struct InvoiceItemRequest {
     pub description: Option<String>,
     pub tax_rates: Option<Vec<String>>,
     pub metadata: Metadata,
+}
+
+/// The receipt invoice of payment intent `pi_X` is `in_rcpt_X`: one per payment, whoever
+/// issues it.
+pub fn receipt_invoice_id(intent_id: &str) -> String {
+    format!(
+        "in_rcpt_{}",
+        intent_id.strip_prefix("pi_").unwrap_or(intent_id)
+    )
 }
 
 fn line_for(item: &NewInvoiceItem) -> InvoiceLine {

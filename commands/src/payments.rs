@@ -397,7 +397,9 @@ impl PaymentService {
         let (mut intent, _) = self
             .load_owned::<PaymentIntent>(actor, "payment_intent", intent_id)
             .await?;
-        if intent.status != IntentStatus::Processing {
+        // An attempt this call starts cannot have reached the gateway yet; one it resumes may.
+        let resumed = intent.status == IntentStatus::Processing;
+        if !resumed {
             let method_id = payment_method
                 .or_else(|| intent.payment_method.clone())
                 .ok_or(PaymentError::InvalidRequest(
@@ -435,29 +437,34 @@ impl PaymentService {
             intent = confirmed.aggregate;
         }
         let outcome = self
-            .charge_pending_attempt(actor, &intent, off_session)
+            .charge_pending_attempt(actor, &intent, off_session, resumed)
             .await?;
         self.record_outcome(actor, &intent, outcome, final_step)
             .await
     }
 
     /// Sends (or, when it may already have been sent, looks up) the pending attempt.
+    /// `may_have_been_sent`: the attempt was started earlier (by a request or a job that may
+    /// have died after sending it), so the gateway is asked about it before anything is sent.
     async fn charge_pending_attempt(
         &self,
         actor: &Actor,
         intent: &PaymentIntent,
         off_session: bool,
+        may_have_been_sent: bool,
     ) -> Result<ChargeOutcome, PaymentError> {
         let charge = intent
             .pending_charge()
             .ok_or_else(|| PaymentError::Internal("no pending attempt to charge".into()))?;
         let gateway = self.gateways.for_mode(actor.livemode)?;
         // An attempt that may have reached the gateway before: ask first, never resend blind.
-        if let Some(outcome) = self
-            .look_up(gateway, intent, &charge.transaction_unique)
-            .await?
-        {
-            return Ok(outcome);
+        if may_have_been_sent {
+            if let Some(outcome) = self
+                .look_up(gateway, intent, &charge.transaction_unique)
+                .await?
+            {
+                return Ok(outcome);
+            }
         }
         let (method, _) = self
             .load_owned::<PaymentMethod>(actor, "payment_method", &charge.payment_method)
@@ -922,8 +929,9 @@ impl PaymentService {
         let (intent, _) = self
             .load_owned::<PaymentIntent>(actor, "payment_intent", intent_id)
             .await?;
+        // Billing calls this right after committing the attempt: it was never sent.
         let outcome = self
-            .charge_pending_attempt(actor, &intent, off_session)
+            .charge_pending_attempt(actor, &intent, off_session, false)
             .await?;
         let executed = self
             .record_outcome(actor, &intent, outcome, NoExtraWork)

@@ -7,6 +7,9 @@
 //! - `invoices`: the next automatic payment attempt of open invoices (dunning).
 //! - `pending_items`: invoice items waiting for their customer's next invoice.
 //! - `test_clocks`: frozen time and status; work on a clock is due by the clock's time.
+//! - `receipts_due`: succeeded payments whose receipt invoice is not issued yet (a row per
+//!   success; the invoice paid with that intent removes it — an invoice billing opened is
+//!   paid in the same transaction as its charge, so its row never outlives the batch).
 //! - `leases`: which worker holds which job (not derived from events; rebuilt empty).
 
 use std::collections::HashMap;
@@ -105,6 +108,11 @@ impl Projection for BillingSchedule {
             frozen_time bigint  NOT NULL,
             status      text    NOT NULL
         );
+        CREATE TABLE receipts_due (
+            payment_intent text PRIMARY KEY,
+            project        text    NOT NULL,
+            livemode       boolean NOT NULL
+        );
         CREATE TABLE leases (
             job          text PRIMARY KEY,
             holder       text        NOT NULL,
@@ -130,7 +138,32 @@ impl Projection for BillingSchedule {
         let mut invoices: HashMap<String, InvoiceRow> = HashMap::new();
         let mut clocks: HashMap<String, ClockRow> = HashMap::new();
         let mut items: HashMap<String, ItemRow> = HashMap::new();
+        // Payment intent → Some((project, livemode)) when a receipt is due, None once issued.
+        let mut receipts: HashMap<String, Option<(String, bool)>> = HashMap::new();
         for event in events {
+            if event.aggregate_type == "payment_intent" {
+                if matches!(
+                    event.event_type.as_str(),
+                    "ChargeSucceeded" | "PaymentIntentCaptured"
+                ) {
+                    let metadata: EventMetadata = event
+                        .metadata()
+                        .map_err(|error| ProjectionError::bad_event(event, error))?;
+                    let livemode = metadata.mode.is_some_and(|mode| mode.is_live());
+                    receipts.insert(
+                        event.aggregate_id.clone(),
+                        Some((metadata.project, livemode)),
+                    );
+                }
+                continue;
+            }
+            if event.event_type == "InvoicePaid" {
+                let payload: Value = serde_json::from_str(&event.payload)
+                    .map_err(|error| ProjectionError::bad_event(event, error))?;
+                if let Some(intent) = text(field(&payload, "InvoicePaid", "payment_intent")) {
+                    receipts.insert(intent, None);
+                }
+            }
             let relevant = matches!(
                 event.aggregate_type.as_str(),
                 "subscription" | "invoice" | "test_clock" | "invoice_item"
@@ -298,6 +331,27 @@ impl Projection for BillingSchedule {
             .bind(&row.status)
             .execute(&mut *connection)
             .await?;
+        }
+        for (intent, due) in receipts {
+            match due {
+                Some((project, livemode)) => {
+                    sqlx::query(
+                        "INSERT INTO receipts_due (payment_intent, project, livemode) \
+                         VALUES ($1, $2, $3) ON CONFLICT (payment_intent) DO NOTHING",
+                    )
+                    .bind(&intent)
+                    .bind(&project)
+                    .bind(livemode)
+                    .execute(&mut *connection)
+                    .await?;
+                }
+                None => {
+                    sqlx::query("DELETE FROM receipts_due WHERE payment_intent = $1")
+                        .bind(&intent)
+                        .execute(&mut *connection)
+                        .await?;
+                }
+            }
         }
         for (id, row) in items {
             match (&row.customer, row.pending) {

@@ -41,6 +41,8 @@ pub enum Scope<'a> {
     All,
     /// Only work on one test clock.
     Clock(&'a str),
+    /// Only receipt invoices of one-off payments (due as soon as the payment succeeded).
+    Receipts,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +50,7 @@ pub struct RunReport {
     pub renewed: u64,
     pub retried: u64,
     pub expired: u64,
+    pub receipts: u64,
     /// Found already done by another runner (or by an earlier attempt of this one).
     pub already_done: u64,
     pub failed: u64,
@@ -58,12 +61,13 @@ impl RunReport {
         self.renewed += other.renewed;
         self.retried += other.retried;
         self.expired += other.expired;
+        self.receipts += other.receipts;
         self.already_done += other.already_done;
         self.failed += other.failed;
     }
 
     pub fn done(&self) -> u64 {
-        self.renewed + self.retried + self.expired
+        self.renewed + self.retried + self.expired + self.receipts
     }
 }
 
@@ -148,9 +152,10 @@ impl BillingRunner {
     /// How many jobs are due, and those of them this runner now holds leases on.
     async fn claim_due(&self, scope: Scope<'_>) -> Result<(usize, Vec<Job>), sqlx::Error> {
         let now = self.clock.now().timestamp();
-        let clock = match scope {
-            Scope::All => None,
-            Scope::Clock(id) => Some(id.to_string()),
+        let (clock, receipts_only, include_receipts) = match scope {
+            Scope::All => (None, false, true),
+            Scope::Clock(id) => (Some(id.to_string()), false, false),
+            Scope::Receipts => (None, true, true),
         };
         let due: Vec<Job> = sqlx::query_as(
             "WITH due AS ( \
@@ -171,11 +176,17 @@ impl BillingRunner {
                WHERE i.next_payment_attempt IS NOT NULL \
                  AND i.next_payment_attempt <= CASE WHEN i.test_clock IS NULL THEN $1 ELSE c.frozen_time END \
                  AND ($2::text IS NULL OR i.test_clock = $2) \
-             ) SELECT kind, id, project, livemode, due FROM due ORDER BY due, id LIMIT $3",
+               UNION ALL \
+               SELECT 'receipt', r.payment_intent, r.project, r.livemode, 0 \
+               FROM billing.receipts_due r WHERE $5 \
+             ) SELECT kind, id, project, livemode, due FROM due \
+               WHERE NOT $4 OR kind = 'receipt' ORDER BY due, id LIMIT $3",
         )
         .bind(now)
         .bind(&clock)
         .bind(JOBS_PER_PASS)
+        .bind(receipts_only)
+        .bind(include_receipts)
         .fetch_all(&self.pool)
         .await?;
         if due.is_empty() {
@@ -233,6 +244,7 @@ impl BillingRunner {
                 )),
             },
             "retry" => self.billing.retry_invoice(&actor, &job.id, job.due).await,
+            "receipt" => self.billing.issue_receipt(&actor, &job.id).await,
             _ => self.billing.expire_incomplete(&actor, &job.id).await,
         };
         let mut report = RunReport::default();
@@ -241,11 +253,24 @@ impl BillingRunner {
             Ok(JobOutcome::Done) => match job.kind.as_str() {
                 "renew" => report.renewed = 1,
                 "retry" => report.retried = 1,
+                "receipt" => report.receipts = 1,
                 _ => report.expired = 1,
             },
             Err(error) => {
                 tracing::warn!(kind = %job.kind, id = %job.id, %error, "billing job failed; it stays due");
                 report.failed = 1;
+            }
+        }
+        if job.kind == "receipt" && report.failed == 0 {
+            // Issued, or nothing to issue (a guest payment, an invoice's own intent): the
+            // row has served. (A rebuild brings rows back; each is then found done.)
+            if let Err(error) =
+                sqlx::query("DELETE FROM billing.receipts_due WHERE payment_intent = $1")
+                    .bind(&job.id)
+                    .execute(&self.pool)
+                    .await
+            {
+                tracing::warn!(%error, "could not clear a receipt job");
             }
         }
         // Done (or found done): the lease is not needed any more.
@@ -326,8 +351,8 @@ impl Job {
     }
 }
 
-/// The billing loop of `calmony serve`: a full run every `interval`, and test clocks'
-/// advances as soon as they are asked for (`wake`) or at the latest every second.
+/// The billing loop of `calmony serve`: a full run every `interval`; receipt invoices and
+/// test clocks' advances as soon as asked for (`wake`), or at the latest every second.
 pub async fn run(runner: BillingRunner, interval: Duration, wake: Arc<tokio::sync::Notify>) {
     let mut full_run = tokio::time::interval(interval.max(Duration::from_secs(1)));
     full_run.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -344,6 +369,9 @@ pub async fn run(runner: BillingRunner, interval: Duration, wake: Arc<tokio::syn
             }
             _ = wake.notified() => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        if let Err(error) = runner.run_due(Scope::Receipts).await {
+            tracing::warn!(%error, "issuing receipt invoices failed; retrying");
         }
         if let Err(error) = runner.advance_clocks().await {
             tracing::warn!(%error, "test clock advance failed; retrying");
