@@ -5,6 +5,7 @@ mod billing_cli;
 mod config;
 mod gateway_config;
 mod ledger_cli;
+mod operators_cli;
 mod projections_cli;
 mod projects_cli;
 mod serve;
@@ -49,6 +50,9 @@ enum Command {
     /// Merchant projects.
     #[command(subcommand)]
     Projects(projects_cli::ProjectsCommand),
+    /// Dashboard operators: create (password from stdin), list, disable.
+    #[command(subcommand)]
+    Operators(operators_cli::OperatorsCommand),
     /// Secret API keys of a project.
     #[command(subcommand)]
     Keys(projects_cli::KeysCommand),
@@ -111,6 +115,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Projections(command) => projections_cli::run(&database, command).await,
         Command::Ledger(command) => ledger_cli::run(&database, command).await,
         Command::Projects(command) => projects_cli::run_projects(&database, command).await,
+        Command::Operators(command) => operators_cli::run(&database, command).await,
         Command::Keys(command) => projects_cli::run_keys(&database, command).await,
         Command::Webhooks(command) => webhooks_cli::run(&database, command).await,
         Command::Billing(command) => billing_cli::run(&database, command).await,

@@ -9,6 +9,7 @@ pub mod billing;
 pub mod execute;
 pub mod idempotency;
 pub mod ids;
+pub mod operators;
 pub mod payments;
 pub mod project_settings;
 pub mod replay;

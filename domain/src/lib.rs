@@ -9,6 +9,7 @@ pub mod customer;
 pub mod invoice;
 pub mod invoice_item;
 pub mod money;
+pub mod operator;
 pub mod payment_intent;
 pub mod payment_method;
 pub mod price;

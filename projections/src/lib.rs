@@ -12,6 +12,8 @@
 pub mod api_keys;
 pub mod api_objects;
 pub mod billing_schedule;
+pub mod dashboard;
+pub mod operators;
 pub mod runtime;
 pub mod stream_index;
 pub mod stripe;
@@ -28,6 +30,8 @@ pub fn all(public_url: &str) -> Vec<Arc<dyn Projection>> {
         Arc::new(api_keys::ApiKeys),
         Arc::new(api_objects::ApiObjects::new(public_url)),
         Arc::new(billing_schedule::BillingSchedule),
+        Arc::new(operators::Operators),
+        Arc::new(dashboard::Dashboard::default()),
     ]
 }
 

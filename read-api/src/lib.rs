@@ -23,12 +23,18 @@ pub use crate::v1::ApiState;
 /// Everything the server needs to build its routes.
 pub struct ServerSettings {
     pub rate_limits: RateLimitDefaults,
+    /// Where browsers reach the server (dashboard cookies are `Secure` when it is https).
+    pub public_url: String,
 }
 
 pub fn router(state: ApiState, settings: ServerSettings) -> Router {
     let resolver = Arc::new(keys::DatabaseKeys::new(state.pool.clone()));
     let limiter = Arc::new(KeyRateLimiter::new(settings.rate_limits));
     let api = http::auth::require_api_key(v1::routes(), resolver, limiter);
+    let dashboard = pages::dashboard::routes(pages::dashboard::DashboardState::new(
+        state.pool.clone(),
+        &settings.public_url,
+    ));
     let app = Router::new()
         .route("/healthz", get(health))
         // Reached by the cardholder's browser, not with an API key.
@@ -44,7 +50,9 @@ pub fn router(state: ApiState, settings: ServerSettings) -> Router {
         .route("/invoices/{token}", get(pages::invoices::page))
         .route("/invoices/{token}/pdf", get(pages::invoices::pdf))
         .merge(api)
-        .with_state(state);
+        .with_state(state)
+        // Operators, signed in with a session cookie (pages::dashboard).
+        .merge(dashboard);
     apply_conventions(app, &ConventionsConfig::default())
 }
 

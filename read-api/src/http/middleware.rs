@@ -11,9 +11,9 @@
 //! 3. **Stripe-Version**: the request's header (any value) or [`DEFAULT_STRIPE_VERSION`],
 //!    stored as [`StripeVersion`] and echoed in the response; a request's
 //!    `Idempotency-Key` is echoed too (STRIPE-CONVENTIONS.md §1.2, §7).
-//! 4. **Error envelope for everything**: an error response that is not already JSON (a
-//!    404 or 405 from the router, an extractor's plain-text rejection) is rewritten into
-//!    Stripe's envelope, so the SDKs always find one. A bare 404/405 becomes Stripe's
+//! 4. **Error envelope for everything**: an error response that is not already JSON or a
+//!    page's own HTML (a 404 or 405 from the router, an extractor's plain-text rejection)
+//!    is rewritten into Stripe's envelope, so the SDKs always find one. A bare 404/405 becomes Stripe's
 //!    "Unrecognized request URL": a missing object must use `ApiError::missing`.
 //! 5. **Catch panic**: a panicking handler answers the 500 envelope (the panic is logged),
 //!    not a dropped connection.
@@ -199,12 +199,16 @@ async fn envelope_plain_errors(
     let response = next.run(request).await;
     let status = response.status();
     let is_error = status.is_client_error() || status.is_server_error();
-    let is_json = response
+    // JSON is already an envelope; HTML is a page's own error page (hosted invoices, the
+    // dashboard), written for the person reading it.
+    let has_own_body = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("application/json"));
-    if !is_error || is_json {
+        .is_some_and(|value| {
+            value.starts_with("application/json") || value.starts_with("text/html")
+        });
+    if !is_error || has_own_body {
         return response;
     }
     let (parts, body) = response.into_parts();
