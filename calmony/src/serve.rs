@@ -204,19 +204,14 @@ pub async fn serve(database: &Database, args: ServeArgs) -> anyhow::Result<ExitC
                 live_per_second: args.rate_limit_live,
                 test_per_second: args.rate_limit_test,
             },
-            public_url: public_url.clone(),
         },
     );
     tracing::info!(addr = %local, "calmony listening");
     // Tests and scripts read this line to find the port when --addr ends in :0.
     println!("listening on http://{local}");
-    // The peer address is what the dashboard's sign-in limits count.
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     workers.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }

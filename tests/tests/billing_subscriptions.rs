@@ -367,6 +367,8 @@ async fn two_servers_and_a_killed_one_renew_every_period_exactly_once() {
     let env = [
         ("CALMONY_CARDSTREAM_TEST_URL", direct_url.as_str()),
         ("CALMONY_RATE_LIMIT_TEST", "10000"),
+        // Three servers share PostgreSQL's 100 connections with the test itself.
+        ("CALMONY_DB_MAX_CONNECTIONS", "20"),
     ];
     let first = Server::start(&db.url, &env);
     let second = Server::start(&db.url, &env);
