@@ -74,7 +74,7 @@ pub struct ServeArgs {
     pub billing_interval_seconds: u64,
 
     /// Billing jobs worked on at once by this process.
-    #[arg(long, env = "CALMONY_BILLING_CONCURRENCY", default_value_t = 16)]
+    #[arg(long, env = "CALMONY_BILLING_CONCURRENCY", default_value_t = 8)]
     pub billing_concurrency: usize,
 
     #[command(flatten)]
@@ -109,8 +109,21 @@ pub async fn serve(database: &Database, args: ServeArgs) -> anyhow::Result<ExitC
         let runtime = runtime.clone();
         workers.spawn(async move {
             let name = projection.name();
-            if let Err(error) = runtime.follow(projection, DEFAULT_BATCH_EVENTS, 250).await {
-                tracing::error!(projection = name, %error, "projection stopped");
+            // A follower that fails (the database restarting, the pool exhausted for a
+            // moment) starts again from its checkpoint: nothing is lost or applied twice.
+            let mut pause = std::time::Duration::from_millis(100);
+            loop {
+                match runtime
+                    .follow(projection.clone(), DEFAULT_BATCH_EVENTS, 250)
+                    .await
+                {
+                    Ok(()) => break,
+                    Err(error) => {
+                        tracing::error!(projection = name, %error, "projection failed; restarting it");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(std::time::Duration::from_secs(5));
+                    }
+                }
             }
         });
     }
@@ -123,8 +136,20 @@ pub async fn serve(database: &Database, args: ServeArgs) -> anyhow::Result<ExitC
         workers.spawn(async move {
             let clock = std::sync::Arc::new(scheduler::SystemClock);
             // Beside the projections: the fan-out wakes on the api projection's commits.
-            if let Err(error) = webhook_relay::run_beside(&runtime, clock, guard, settings).await {
-                tracing::error!(%error, "webhook relay stopped");
+            // Restarted after a failure, from its checkpoint and its leases.
+            let mut pause = std::time::Duration::from_millis(100);
+            loop {
+                let result =
+                    webhook_relay::run_beside(&runtime, clock.clone(), guard.clone(), settings)
+                        .await;
+                match result {
+                    Ok(()) => break,
+                    Err(error) => {
+                        tracing::error!(%error, "webhook relay failed; restarting it");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(std::time::Duration::from_secs(5));
+                    }
+                }
             }
         });
     }
@@ -204,14 +229,19 @@ pub async fn serve(database: &Database, args: ServeArgs) -> anyhow::Result<ExitC
                 live_per_second: args.rate_limit_live,
                 test_per_second: args.rate_limit_test,
             },
+            public_url: public_url.clone(),
         },
     );
     tracing::info!(addr = %local, "calmony listening");
     // Tests and scripts read this line to find the port when --addr ends in :0.
     println!("listening on http://{local}");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    // The peer address is what the dashboard's sign-in limits count.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     workers.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
