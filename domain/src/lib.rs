@@ -16,6 +16,7 @@ pub mod price;
 pub mod product;
 pub mod project;
 pub mod recurring;
+pub mod settlement;
 pub mod subscription;
 pub mod tax;
 pub mod tax_rate;
