@@ -1,4 +1,5 @@
-//! `calmony ledger export | verify | replay | seal`: the auditor's tools.
+//! `calmony ledger export | verify | replay | seal | streams | trial-balance`: the auditor's
+//! and finance's tools.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -47,6 +48,19 @@ pub enum LedgerCommand {
         stream_type: Option<String>,
         #[arg(long, default_value_t = 100)]
         limit: i64,
+    },
+    /// Balances per account and currency from the double-entry journal, with a check that
+    /// debits equal credits. Exits 1 if they do not.
+    TrialBalance {
+        /// Only this project (default: every project).
+        #[arg(long)]
+        project: Option<String>,
+        /// Live-mode books (default: test mode).
+        #[arg(long)]
+        live: bool,
+        /// An RFC 3339 time (events recorded at or before it) or a global position.
+        #[arg(long)]
+        as_of: Option<String>,
     },
 }
 
@@ -205,6 +219,11 @@ pub async fn run(database: &Database, command: LedgerCommand) -> anyhow::Result<
                 );
             }
         }
+        LedgerCommand::TrialBalance {
+            project,
+            live,
+            as_of,
+        } => return trial_balance(&pool, project.as_deref(), live, as_of.as_deref()).await,
         LedgerCommand::Seal => {
             let seals = Sealer::new(pool).seal_all(MAX_SEAL_EVENTS).await?;
             match seals.last() {
@@ -230,4 +249,67 @@ fn parse_as_of(text: &str) -> anyhow::Result<AsOf> {
         anyhow::anyhow!("--as-of must be an RFC 3339 time or a position ({error})")
     })?;
     Ok(AsOf::Time(time.with_timezone(&chrono::Utc)))
+}
+
+/// Prints the trial balance; brings the journal up to the log's end first.
+async fn trial_balance(
+    pool: &sqlx::PgPool,
+    project: Option<&str>,
+    live: bool,
+    as_of: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    use projections::journal::{self, Journal};
+    let runtime = projections::ProjectionRuntime::new(pool.clone());
+    let projection = Journal::default();
+    runtime.ensure_created(&projection).await?;
+    runtime
+        .catch_up(&projection, projections::runtime::DEFAULT_BATCH_EVENTS)
+        .await?;
+    let as_of = match as_of.map(parse_as_of).transpose()? {
+        None | Some(AsOf::Now) => journal::AsOf::Now,
+        Some(AsOf::Position(position)) => journal::AsOf::Position(position),
+        Some(AsOf::Time(time)) => journal::AsOf::Time(time),
+    };
+    let rows = journal::trial_balance(pool, project, live, as_of).await?;
+    println!(
+        "{:<22} {:<8} {:>16} {:>16} {:>16}",
+        "account", "currency", "debit", "credit", "balance"
+    );
+    let mut totals: std::collections::BTreeMap<&str, (i64, i64)> = Default::default();
+    for row in &rows {
+        println!(
+            "{:<22} {:<8} {:>16} {:>16} {:>16}",
+            row.account,
+            row.currency,
+            row.debit_minor,
+            row.credit_minor,
+            row.balance_minor()
+        );
+        let total = totals.entry(row.currency.as_str()).or_default();
+        total.0 += row.debit_minor;
+        total.1 += row.credit_minor;
+    }
+    let mut balanced = true;
+    for (currency, (debits, credits)) in &totals {
+        let ok = debits == credits;
+        balanced &= ok;
+        println!(
+            "{:<22} {:<8} {:>16} {:>16} {:>16}  {}",
+            "total",
+            currency,
+            debits,
+            credits,
+            debits - credits,
+            if ok { "balanced" } else { "UNBALANCED" }
+        );
+    }
+    if totals.is_empty() {
+        println!("check: no entries");
+    } else if balanced {
+        println!("check: debits equal credits in every currency (amounts in minor units)");
+    } else {
+        println!("check FAILED: debits differ from credits");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
 }

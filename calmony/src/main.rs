@@ -8,6 +8,7 @@ mod ledger_cli;
 mod operators_cli;
 mod projections_cli;
 mod projects_cli;
+mod reports_cli;
 mod serve;
 mod webhooks_cli;
 
@@ -62,6 +63,9 @@ enum Command {
     /// The webhook relay: run one without the HTTP server, or see how it is doing.
     #[command(subcommand)]
     Webhooks(webhooks_cli::WebhooksCommand),
+    /// Finance reports computed by replaying the event log.
+    #[command(subcommand)]
+    Reports(reports_cli::ReportsCommand),
     /// Subscriptions' timed work: renewals, dunning retries, expiries.
     #[command(subcommand)]
     Billing(billing_cli::BillingCommand),
@@ -119,6 +123,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Keys(command) => projects_cli::run_keys(&database, command).await,
         Command::Webhooks(command) => webhooks_cli::run(&database, command).await,
         Command::Billing(command) => billing_cli::run(&database, command).await,
+        Command::Reports(command) => reports_cli::run(&database, command).await,
     };
     // A managed server stops with us; an external one is left alone.
     if let Err(error) = database.close().await {

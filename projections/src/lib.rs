@@ -13,7 +13,9 @@ pub mod api_keys;
 pub mod api_objects;
 pub mod billing_schedule;
 pub mod dashboard;
+pub mod journal;
 pub mod operators;
+pub mod revenue;
 pub mod runtime;
 pub mod stream_index;
 pub mod stripe;
@@ -32,6 +34,7 @@ pub fn all(public_url: &str) -> Vec<Arc<dyn Projection>> {
         Arc::new(billing_schedule::BillingSchedule),
         Arc::new(operators::Operators),
         Arc::new(dashboard::Dashboard::default()),
+        Arc::new(journal::Journal::default()),
     ]
 }
 

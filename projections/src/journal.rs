@@ -1,0 +1,1281 @@
+//! The double-entry journal: every money-moving event becomes one balanced entry on named
+//! accounts, per project, mode and currency.
+//!
+//! **Chart of accounts** (`accounts`): assets `cardstream_clearing` (captured by the
+//! gateway, not yet paid out to us), `griffin_bank` (settled into our Griffin account),
+//! `customer_receivable` (invoiced, not yet paid), `out_of_band_receipts` (invoices paid
+//! outside Calmony); liabilities `unapplied_payments` (money received from a customer and
+//! not yet applied to an invoice), `vat_payable`; income `revenue` and its contra account
+//! `refunds`; expenses `bad_debt`, `fees`.
+//!
+//! **Posting rules** ([`post`]), one entry per event, entry id = the event's global
+//! position:
+//!
+//! | event | debit | credit |
+//! |---|---|---|
+//! | `ChargeSucceeded`, `PaymentIntentCaptured` (manual capture; `ChargeAuthorized` only remembers the currency) | `cardstream_clearing` amount | `unapplied_payments` amount |
+//! | `InvoiceFinalized` (subscription, manual and one-off receipt invoices alike) | `customer_receivable` total | `revenue` net (`subtotal_excluding_tax`), `vat_payable` tax |
+//! | `InvoicePaid` (by a payment intent) | `unapplied_payments` amount paid | `customer_receivable` (or `bad_debt`, recovering what was written off) |
+//! | `InvoicePaid` (out of band) | `out_of_band_receipts` | as above |
+//! | `RefundSucceeded` | `refunds` amount | `cardstream_clearing` amount |
+//! | `InvoiceVoided`, `InvoiceMarkedUncollectible` (write-off of what is still owed) | `bad_debt` | `customer_receivable` |
+//! | settlement received (hook, no stream yet: [`Movement::SettlementReceived`]) | `griffin_bank` net, `fees` fee | `cardstream_clearing` gross |
+//!
+//! A charge does not touch revenue: revenue is recognised when an invoice is finalized
+//! (every successful one-off payment gets a receipt invoice, so its revenue arrives with
+//! that). A payment without a customer gets no invoice and stays in `unapplied_payments`.
+//! Refunds are contra-revenue at their gross amount (the VAT inside a refund is not
+//! reclaimed from `vat_payable` by this version).
+//!
+//! **Invariant**: every entry balances (checked before it is written, naming its event) and
+//! after every batch debits equal credits per project, mode and currency over `balances`;
+//! a violation fails the batch with [`ProjectionError::Invariant`], so the projection stops
+//! rather than book wrong numbers.
+//!
+//! Tables: `lines` (the journal), `balances` (running totals per account, for the trial
+//! balance and the batch check), and what later events need: `intents` (currency of a
+//! charged intent), `refunds` (amounts of refunds started, not finished), `invoices` (open
+//! or uncollectible invoices' currency, total, amount paid and written off; a paid or
+//! voided invoice's row is deleted).
+
+use std::collections::{HashMap, HashSet};
+
+use cqrs_es::persist::EventUpcaster;
+use cqrs_es::Aggregate;
+use domain::invoice::{Invoice, InvoiceEvent};
+use domain::payment_intent::{PaymentIntent, PaymentIntentEvent};
+use event_store::upcast::to_current_shape;
+use event_store::{EventMetadata, Mode, RecordedEvent};
+use serde::de::DeserializeOwned;
+use sqlx::PgConnection;
+
+use crate::runtime::{Projection, ProjectionError};
+
+pub const NAME: &str = "journal";
+
+/// The chart of accounts.
+pub mod accounts {
+    /// Asset: captured at Cardstream, not yet settled to the bank.
+    pub const CARDSTREAM_CLEARING: &str = "cardstream_clearing";
+    /// Asset: the Griffin bank account settlements land in.
+    pub const GRIFFIN_BANK: &str = "griffin_bank";
+    /// Asset: invoiced and not yet paid.
+    pub const CUSTOMER_RECEIVABLE: &str = "customer_receivable";
+    /// Asset: invoices marked paid outside Calmony.
+    pub const OUT_OF_BAND_RECEIPTS: &str = "out_of_band_receipts";
+    /// Liability: money received and not yet applied to an invoice.
+    pub const UNAPPLIED_PAYMENTS: &str = "unapplied_payments";
+    /// Liability: tax collected for the tax authority.
+    pub const VAT_PAYABLE: &str = "vat_payable";
+    /// Income: invoiced net amounts.
+    pub const REVENUE: &str = "revenue";
+    /// Contra-income: refunds given.
+    pub const REFUNDS: &str = "refunds";
+    /// Expense: invoices written off (voided or uncollectible while owed).
+    pub const BAD_DEBT: &str = "bad_debt";
+    /// Expense: the gateway's and bank's fees, taken out of settlements.
+    pub const FEES: &str = "fees";
+
+    /// Every account, in the trial balance's order.
+    pub const ALL: [&str; 10] = [
+        CARDSTREAM_CLEARING,
+        GRIFFIN_BANK,
+        CUSTOMER_RECEIVABLE,
+        OUT_OF_BAND_RECEIPTS,
+        UNAPPLIED_PAYMENTS,
+        VAT_PAYABLE,
+        REVENUE,
+        REFUNDS,
+        BAD_DEBT,
+        FEES,
+    ];
+}
+
+use accounts::*;
+
+/// What moved, as the posting rules see it: amounts already resolved from earlier events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Movement {
+    /// Money captured by the gateway (automatic capture, or a manual capture).
+    ChargeCaptured {
+        amount_minor: i64,
+    },
+    /// An invoice's amounts fixed: `net + tax = total`.
+    InvoiceFinalized {
+        net_minor: i64,
+        tax_minor: i64,
+        total_minor: i64,
+    },
+    /// An invoice paid; `written_off_minor` of it had been written off before.
+    InvoicePaid {
+        amount_minor: i64,
+        out_of_band: bool,
+        written_off_minor: i64,
+    },
+    RefundSucceeded {
+        amount_minor: i64,
+    },
+    /// What was still owed on a voided or uncollectible invoice.
+    InvoiceWrittenOff {
+        outstanding_minor: i64,
+    },
+    /// The hook for settlements (no settlements stream exists yet): `gross_minor` leaves
+    /// the gateway's clearing account, `fee_minor` of it is the fee, the rest lands at Griffin.
+    SettlementReceived {
+        gross_minor: i64,
+        fee_minor: i64,
+    },
+}
+
+/// One line of an entry: exactly one of `debit_minor` and `credit_minor` is non-zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Posting {
+    pub account: &'static str,
+    pub debit_minor: i64,
+    pub credit_minor: i64,
+}
+
+/// A debit of `amount` (a negative amount becomes a credit).
+fn debit(account: &'static str, amount: i64) -> Posting {
+    if amount < 0 {
+        return credit(account, -amount);
+    }
+    Posting {
+        account,
+        debit_minor: amount,
+        credit_minor: 0,
+    }
+}
+
+/// A credit of `amount` (a negative amount becomes a debit).
+fn credit(account: &'static str, amount: i64) -> Posting {
+    if amount < 0 {
+        return debit(account, -amount);
+    }
+    Posting {
+        account,
+        debit_minor: 0,
+        credit_minor: amount,
+    }
+}
+
+/// The posting rules: the lines one movement books (zero lines dropped).
+pub fn post(movement: &Movement) -> Vec<Posting> {
+    let postings = match *movement {
+        Movement::ChargeCaptured { amount_minor } => vec![
+            debit(CARDSTREAM_CLEARING, amount_minor),
+            credit(UNAPPLIED_PAYMENTS, amount_minor),
+        ],
+        Movement::InvoiceFinalized {
+            net_minor,
+            tax_minor,
+            total_minor,
+        } => vec![
+            debit(CUSTOMER_RECEIVABLE, total_minor),
+            credit(REVENUE, net_minor),
+            credit(VAT_PAYABLE, tax_minor),
+        ],
+        Movement::InvoicePaid {
+            amount_minor,
+            out_of_band,
+            written_off_minor,
+        } => {
+            let recovered = written_off_minor.clamp(0, amount_minor.max(0));
+            vec![
+                debit(
+                    if out_of_band {
+                        OUT_OF_BAND_RECEIPTS
+                    } else {
+                        UNAPPLIED_PAYMENTS
+                    },
+                    amount_minor,
+                ),
+                credit(BAD_DEBT, recovered),
+                credit(CUSTOMER_RECEIVABLE, amount_minor - recovered),
+            ]
+        }
+        Movement::RefundSucceeded { amount_minor } => vec![
+            debit(REFUNDS, amount_minor),
+            credit(CARDSTREAM_CLEARING, amount_minor),
+        ],
+        Movement::InvoiceWrittenOff { outstanding_minor } => vec![
+            debit(BAD_DEBT, outstanding_minor),
+            credit(CUSTOMER_RECEIVABLE, outstanding_minor),
+        ],
+        Movement::SettlementReceived {
+            gross_minor,
+            fee_minor,
+        } => vec![
+            debit(GRIFFIN_BANK, gross_minor - fee_minor),
+            debit(FEES, fee_minor),
+            credit(CARDSTREAM_CLEARING, gross_minor),
+        ],
+    };
+    postings
+        .into_iter()
+        .filter(|posting| posting.debit_minor != 0 || posting.credit_minor != 0)
+        .collect()
+}
+
+/// Refuses an entry whose debits and credits differ, or a line with a negative or two-sided
+/// amount, naming the event that caused it.
+pub fn check_balanced(
+    event: &RecordedEvent,
+    currency: &str,
+    postings: &[Posting],
+) -> Result<(), ProjectionError> {
+    let mut debits = 0i64;
+    let mut credits = 0i64;
+    for posting in postings {
+        let one_sided = (posting.debit_minor == 0) != (posting.credit_minor == 0);
+        if posting.debit_minor < 0 || posting.credit_minor < 0 || !one_sided {
+            return Err(unbalanced(
+                event,
+                format!("a malformed line on {}: {posting:?}", posting.account),
+            ));
+        }
+        debits = debits
+            .checked_add(posting.debit_minor)
+            .ok_or_else(|| unbalanced(event, "debits overflow".to_string()))?;
+        credits = credits
+            .checked_add(posting.credit_minor)
+            .ok_or_else(|| unbalanced(event, "credits overflow".to_string()))?;
+    }
+    if debits != credits {
+        return Err(unbalanced(
+            event,
+            format!("debits {debits} ≠ credits {credits} in {currency}"),
+        ));
+    }
+    Ok(())
+}
+
+fn unbalanced(event: &RecordedEvent, reason: String) -> ProjectionError {
+    ProjectionError::Invariant {
+        projection: NAME,
+        reason: format!(
+            "the entry for {} v{} ({} at position {}) does not balance: {reason}",
+            event.stream_name(),
+            event.sequence,
+            event.event_type,
+            event.position
+        ),
+    }
+}
+
+/// The PaymentIntent events the journal reads.
+const INTENT_EVENTS: [&str; 6] = [
+    "ChargeSucceeded",
+    "ChargeAuthorized",
+    "PaymentIntentCaptured",
+    "RefundStarted",
+    "RefundSucceeded",
+    "RefundFailed",
+];
+/// The Invoice events the journal reads.
+const INVOICE_EVENTS: [&str; 6] = [
+    "InvoiceCreated",
+    "InvoiceDeleted",
+    "InvoiceFinalized",
+    "InvoicePaid",
+    "InvoiceVoided",
+    "InvoiceMarkedUncollectible",
+];
+
+/// Whether the journal reads this event at all (cheap: no payload parsing).
+pub fn is_money_moving(event: &RecordedEvent) -> bool {
+    (event.aggregate_type == PaymentIntent::TYPE
+        && INTENT_EVENTS.contains(&event.event_type.as_str()))
+        || (event.aggregate_type == Invoice::TYPE
+            && INVOICE_EVENTS.contains(&event.event_type.as_str()))
+}
+
+/// Decodes a payload, through the upcasters only when one applies to it.
+pub(crate) fn decode<E: DeserializeOwned>(
+    event: &RecordedEvent,
+    upcasters: &[Box<dyn EventUpcaster>],
+) -> Result<E, ProjectionError> {
+    if upcasters
+        .iter()
+        .any(|upcaster| upcaster.can_upcast(&event.event_type, &event.event_version))
+    {
+        let current = to_current_shape(event, upcasters)
+            .map_err(|error| ProjectionError::bad_event(event, error))?;
+        return serde_json::from_value(current.payload)
+            .map_err(|error| ProjectionError::bad_event(event, error));
+    }
+    serde_json::from_str(&event.payload).map_err(|error| ProjectionError::bad_event(event, error))
+}
+
+/// What the journal remembers of an invoice until it is paid or voided.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InvoiceMemory {
+    pub currency: String,
+    pub total_minor: i64,
+    pub paid_minor: i64,
+    pub written_off_minor: i64,
+    pub finalized: bool,
+}
+
+/// What earlier events left for later ones, for the ids one batch touches.
+#[derive(Debug, Default)]
+pub struct Memory {
+    /// Charged intents' currencies.
+    pub intents: HashMap<String, String>,
+    /// Refunds started and not finished: amounts.
+    pub refunds: HashMap<String, i64>,
+    /// `None`: paid or voided (its row goes).
+    pub invoices: HashMap<String, Option<InvoiceMemory>>,
+}
+
+/// The decoded events of a batch that the journal reads.
+pub enum Decoded {
+    Intent(PaymentIntentEvent),
+    Invoice(InvoiceEvent),
+}
+
+/// The movement an event makes, in which currency, updating `memory`; `None` for events
+/// that only leave something for later ones.
+pub fn movement(
+    event: &RecordedEvent,
+    decoded: &Decoded,
+    memory: &mut Memory,
+) -> Result<Option<(String, Movement)>, ProjectionError> {
+    let id = &event.aggregate_id;
+    let intent_currency =
+        |memory: &Memory| {
+            memory.intents.get(id).cloned().ok_or_else(|| {
+                ProjectionError::bad_event(event, "the intent's charge was never seen")
+            })
+        };
+    Ok(match decoded {
+        Decoded::Intent(intent_event) => match intent_event {
+            PaymentIntentEvent::ChargeSucceeded { amount, .. } => {
+                let currency = amount.currency.as_str().to_string();
+                memory.intents.insert(id.clone(), currency.clone());
+                Some((
+                    currency,
+                    Movement::ChargeCaptured {
+                        amount_minor: amount.amount_minor,
+                    },
+                ))
+            }
+            PaymentIntentEvent::ChargeAuthorized { amount, .. } => {
+                memory
+                    .intents
+                    .insert(id.clone(), amount.currency.as_str().to_string());
+                None
+            }
+            PaymentIntentEvent::PaymentIntentCaptured {
+                amount_captured, ..
+            } => Some((
+                intent_currency(memory)?,
+                Movement::ChargeCaptured {
+                    amount_minor: *amount_captured,
+                },
+            )),
+            PaymentIntentEvent::RefundStarted {
+                refund_id, amount, ..
+            } => {
+                memory.refunds.insert(refund_id.clone(), *amount);
+                None
+            }
+            PaymentIntentEvent::RefundSucceeded { refund_id, .. } => {
+                let amount = memory.refunds.remove(refund_id).ok_or_else(|| {
+                    ProjectionError::bad_event(event, "the refund's start was never seen")
+                })?;
+                Some((
+                    intent_currency(memory)?,
+                    Movement::RefundSucceeded {
+                        amount_minor: amount,
+                    },
+                ))
+            }
+            PaymentIntentEvent::RefundFailed { refund_id, .. } => {
+                memory.refunds.remove(refund_id);
+                None
+            }
+            _ => None,
+        },
+        Decoded::Invoice(invoice_event) => {
+            let known = |memory: &mut Memory| -> Result<InvoiceMemory, ProjectionError> {
+                memory
+                    .invoices
+                    .get(id)
+                    .cloned()
+                    .flatten()
+                    .ok_or_else(|| ProjectionError::bad_event(event, "the invoice is not open"))
+            };
+            match invoice_event {
+                InvoiceEvent::InvoiceCreated { invoice, .. } => {
+                    memory.invoices.insert(
+                        id.clone(),
+                        Some(InvoiceMemory {
+                            currency: invoice.currency.as_str().to_string(),
+                            ..InvoiceMemory::default()
+                        }),
+                    );
+                    None
+                }
+                InvoiceEvent::InvoiceDeleted { .. } => {
+                    memory.invoices.insert(id.clone(), None);
+                    None
+                }
+                InvoiceEvent::InvoiceFinalized { totals, .. } => {
+                    let mut invoice = known(memory)?;
+                    invoice.total_minor = totals.total;
+                    invoice.finalized = true;
+                    let currency = invoice.currency.clone();
+                    memory.invoices.insert(id.clone(), Some(invoice));
+                    Some((
+                        currency,
+                        Movement::InvoiceFinalized {
+                            net_minor: totals.subtotal_excluding_tax,
+                            tax_minor: totals.tax,
+                            total_minor: totals.total,
+                        },
+                    ))
+                }
+                InvoiceEvent::InvoicePaid {
+                    amount_paid,
+                    out_of_band,
+                    ..
+                } => {
+                    let invoice = known(memory)?;
+                    memory.invoices.insert(id.clone(), None);
+                    Some((
+                        invoice.currency,
+                        Movement::InvoicePaid {
+                            amount_minor: *amount_paid,
+                            out_of_band: *out_of_band,
+                            written_off_minor: invoice.written_off_minor,
+                        },
+                    ))
+                }
+                InvoiceEvent::InvoiceVoided { .. }
+                | InvoiceEvent::InvoiceMarkedUncollectible { .. } => {
+                    let mut invoice = known(memory)?;
+                    let outstanding = if invoice.finalized {
+                        invoice.total_minor - invoice.paid_minor - invoice.written_off_minor
+                    } else {
+                        0
+                    };
+                    invoice.written_off_minor += outstanding.max(0);
+                    let currency = invoice.currency.clone();
+                    let voided = matches!(invoice_event, InvoiceEvent::InvoiceVoided { .. });
+                    memory
+                        .invoices
+                        .insert(id.clone(), (!voided).then_some(invoice));
+                    (outstanding > 0).then_some((
+                        currency,
+                        Movement::InvoiceWrittenOff {
+                            outstanding_minor: outstanding,
+                        },
+                    ))
+                }
+                _ => None,
+            }
+        }
+    })
+}
+
+/// The journal projection. `rules` are the posting rules ([`post`]; a test swaps in a
+/// broken one to see the check stop it).
+pub struct Journal {
+    upcasters: Vec<Box<dyn EventUpcaster>>,
+    rules: fn(&Movement) -> Vec<Posting>,
+}
+
+impl Default for Journal {
+    fn default() -> Self {
+        Self {
+            upcasters: domain::upcasters::all(),
+            rules: post,
+        }
+    }
+}
+
+impl Journal {
+    /// The journal with other posting rules (tests).
+    pub fn with_rules(rules: fn(&Movement) -> Vec<Posting>) -> Self {
+        Self {
+            rules,
+            ..Self::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct BalanceKey {
+    project: String,
+    livemode: bool,
+    account: &'static str,
+    currency: String,
+}
+
+/// The lines one batch writes, column by column.
+#[derive(Default)]
+struct Lines {
+    entry: Vec<i64>,
+    line: Vec<i16>,
+    project: Vec<String>,
+    livemode: Vec<bool>,
+    account: Vec<&'static str>,
+    currency: Vec<String>,
+    debit: Vec<i64>,
+    credit: Vec<i64>,
+    source_stream: Vec<String>,
+    source_event: Vec<String>,
+    occurred_at: Vec<i64>,
+    recorded_at: Vec<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The domain time of an event (its `at`/`created`), for reports by business date.
+fn occurred_at(decoded: &Decoded) -> i64 {
+    match decoded {
+        Decoded::Intent(event) => match event {
+            PaymentIntentEvent::ChargeSucceeded { at, .. }
+            | PaymentIntentEvent::PaymentIntentCaptured { at, .. }
+            | PaymentIntentEvent::RefundSucceeded { at, .. } => *at,
+            _ => 0,
+        },
+        Decoded::Invoice(event) => match event {
+            InvoiceEvent::InvoiceFinalized { at, .. }
+            | InvoiceEvent::InvoicePaid { at, .. }
+            | InvoiceEvent::InvoiceVoided { at }
+            | InvoiceEvent::InvoiceMarkedUncollectible { at } => *at,
+            _ => 0,
+        },
+    }
+}
+
+#[async_trait::async_trait]
+impl Projection for Journal {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn schema_sql(&self) -> &'static str {
+        "CREATE TABLE lines (
+            entry         bigint      NOT NULL, -- the source event's global position
+            line          smallint    NOT NULL, -- position within the entry
+            project       text        NOT NULL,
+            livemode      boolean     NOT NULL,
+            account       text        NOT NULL,
+            currency      text        NOT NULL,
+            debit_minor   bigint      NOT NULL CHECK (debit_minor >= 0),
+            credit_minor  bigint      NOT NULL CHECK (credit_minor >= 0),
+            source_stream text        NOT NULL, -- <type>/<id>
+            source_event  text        NOT NULL, -- event type
+            occurred_at   bigint      NOT NULL, -- the event's own time (Unix seconds)
+            recorded_at   timestamptz NOT NULL  -- when the log recorded it
+        );
+        CREATE TABLE balances (
+            project      text    NOT NULL,
+            livemode     boolean NOT NULL,
+            account      text    NOT NULL,
+            currency     text    NOT NULL,
+            debit_minor  bigint  NOT NULL,
+            credit_minor bigint  NOT NULL,
+            PRIMARY KEY (project, livemode, account, currency)
+        );
+        CREATE TABLE intents (
+            id       text PRIMARY KEY,
+            currency text NOT NULL
+        );
+        CREATE TABLE refunds (
+            id           text   PRIMARY KEY,
+            amount_minor bigint NOT NULL
+        );
+        CREATE TABLE invoices (
+            id                text    PRIMARY KEY,
+            currency          text    NOT NULL,
+            total_minor       bigint  NOT NULL,
+            paid_minor        bigint  NOT NULL,
+            written_off_minor bigint  NOT NULL,
+            finalized         boolean NOT NULL
+        );"
+    }
+
+    fn index_sql(&self) -> &'static str {
+        "CREATE UNIQUE INDEX lines_by_entry ON lines (entry, line);
+         CREATE INDEX lines_by_time ON lines (project, livemode, recorded_at);"
+    }
+
+    async fn apply(
+        &self,
+        connection: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        let mut decoded = Vec::new();
+        for event in events.iter().filter(|event| is_money_moving(event)) {
+            let payload = if event.aggregate_type == PaymentIntent::TYPE {
+                Decoded::Intent(decode(event, &self.upcasters)?)
+            } else {
+                Decoded::Invoice(decode(event, &self.upcasters)?)
+            };
+            decoded.push((event, payload));
+        }
+        if decoded.is_empty() {
+            return Ok(());
+        }
+        let mut memory = load_memory(&mut *connection, &decoded).await?;
+        let before_invoices: HashSet<String> = memory.invoices.keys().cloned().collect();
+        let mut new_intents = Vec::new();
+        let mut new_refunds = Vec::new();
+        let mut finished_refunds = Vec::new();
+        let mut lines = Lines::default();
+        let mut balances: HashMap<BalanceKey, (i64, i64)> = HashMap::new();
+        for (event, payload) in &decoded {
+            // What this event adds to memory, for the rows written below.
+            if let Decoded::Intent(intent_event) = payload {
+                match intent_event {
+                    PaymentIntentEvent::ChargeSucceeded { .. }
+                    | PaymentIntentEvent::ChargeAuthorized { .. } => {
+                        if !memory.intents.contains_key(&event.aggregate_id) {
+                            new_intents.push(event.aggregate_id.clone());
+                        }
+                    }
+                    PaymentIntentEvent::RefundStarted { refund_id, .. } => {
+                        new_refunds.push(refund_id.clone())
+                    }
+                    PaymentIntentEvent::RefundSucceeded { refund_id, .. }
+                    | PaymentIntentEvent::RefundFailed { refund_id, .. } => {
+                        finished_refunds.push(refund_id.clone())
+                    }
+                    _ => {}
+                }
+            }
+            let Some((currency, movement)) = movement(event, payload, &mut memory)? else {
+                continue;
+            };
+            let postings = (self.rules)(&movement);
+            check_balanced(event, &currency, &postings)?;
+            if postings.is_empty() {
+                continue;
+            }
+            let metadata: EventMetadata = event
+                .metadata()
+                .map_err(|error| ProjectionError::bad_event(event, error))?;
+            let livemode = metadata.mode == Some(Mode::Live);
+            let at = occurred_at(payload);
+            let stream = event.stream_name();
+            for (index, posting) in postings.iter().enumerate() {
+                lines.entry.push(event.position);
+                lines
+                    .line
+                    .push(i16::try_from(index + 1).unwrap_or(i16::MAX));
+                lines.project.push(metadata.project.clone());
+                lines.livemode.push(livemode);
+                lines.account.push(posting.account);
+                lines.currency.push(currency.clone());
+                lines.debit.push(posting.debit_minor);
+                lines.credit.push(posting.credit_minor);
+                lines.source_stream.push(stream.clone());
+                lines.source_event.push(event.event_type.clone());
+                lines.occurred_at.push(at);
+                lines.recorded_at.push(event.recorded_at);
+                let totals = balances
+                    .entry(BalanceKey {
+                        project: metadata.project.clone(),
+                        livemode,
+                        account: posting.account,
+                        currency: currency.clone(),
+                    })
+                    .or_default();
+                totals.0 += posting.debit_minor;
+                totals.1 += posting.credit_minor;
+            }
+        }
+        write_memory(
+            &mut *connection,
+            &memory,
+            &new_intents,
+            &new_refunds,
+            &finished_refunds,
+            &before_invoices,
+        )
+        .await?;
+        write_lines(&mut *connection, lines, balances).await?;
+        check_books(&mut *connection, events).await
+    }
+}
+
+/// What earlier batches remembered about the intents, refunds and invoices of this batch.
+async fn load_memory(
+    connection: &mut PgConnection,
+    decoded: &[(&RecordedEvent, Decoded)],
+) -> Result<Memory, ProjectionError> {
+    let mut memory = Memory::default();
+    let mut intent_ids = Vec::new();
+    let mut refund_ids = Vec::new();
+    let mut invoice_ids = Vec::new();
+    for (event, payload) in decoded {
+        match payload {
+            Decoded::Intent(PaymentIntentEvent::PaymentIntentCaptured { .. }) => {
+                intent_ids.push(event.aggregate_id.as_str())
+            }
+            Decoded::Intent(PaymentIntentEvent::RefundSucceeded { refund_id, .. }) => {
+                intent_ids.push(event.aggregate_id.as_str());
+                refund_ids.push(refund_id.as_str());
+            }
+            Decoded::Invoice(InvoiceEvent::InvoiceCreated { .. }) | Decoded::Intent(_) => {}
+            Decoded::Invoice(_) => invoice_ids.push(event.aggregate_id.as_str()),
+        }
+    }
+    if !intent_ids.is_empty() {
+        memory.intents = sqlx::query_as("SELECT id, currency FROM intents WHERE id = ANY($1)")
+            .bind(&intent_ids)
+            .fetch_all(&mut *connection)
+            .await?
+            .into_iter()
+            .collect();
+    }
+    if !refund_ids.is_empty() {
+        memory.refunds = sqlx::query_as("SELECT id, amount_minor FROM refunds WHERE id = ANY($1)")
+            .bind(&refund_ids)
+            .fetch_all(&mut *connection)
+            .await?
+            .into_iter()
+            .collect();
+    }
+    if !invoice_ids.is_empty() {
+        let rows: Vec<(String, String, i64, i64, i64, bool)> = sqlx::query_as(
+            "SELECT id, currency, total_minor, paid_minor, written_off_minor, finalized \
+             FROM invoices WHERE id = ANY($1)",
+        )
+        .bind(&invoice_ids)
+        .fetch_all(&mut *connection)
+        .await?;
+        for (id, currency, total_minor, paid_minor, written_off_minor, finalized) in rows {
+            memory.invoices.insert(
+                id,
+                Some(InvoiceMemory {
+                    currency,
+                    total_minor,
+                    paid_minor,
+                    written_off_minor,
+                    finalized,
+                }),
+            );
+        }
+    }
+    Ok(memory)
+}
+
+async fn write_memory(
+    connection: &mut PgConnection,
+    memory: &Memory,
+    new_intents: &[String],
+    new_refunds: &[String],
+    finished_refunds: &[String],
+    before_invoices: &HashSet<String>,
+) -> Result<(), ProjectionError> {
+    if !new_intents.is_empty() {
+        let currencies: Vec<&str> = new_intents
+            .iter()
+            .map(|id| memory.intents.get(id).map_or("", String::as_str))
+            .collect();
+        sqlx::query(
+            "INSERT INTO intents (id, currency) SELECT * FROM UNNEST($1::text[], $2::text[]) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(new_intents)
+        .bind(&currencies)
+        .execute(&mut *connection)
+        .await?;
+    }
+    // Refunds started and finished within the batch never reach the table.
+    let still_open: Vec<(&String, i64)> = new_refunds
+        .iter()
+        .filter_map(|id| memory.refunds.get(id).map(|amount| (id, *amount)))
+        .collect();
+    if !still_open.is_empty() {
+        let (ids, amounts): (Vec<&String>, Vec<i64>) = still_open.into_iter().unzip();
+        sqlx::query(
+            "INSERT INTO refunds (id, amount_minor) \
+             SELECT * FROM UNNEST($1::text[], $2::bigint[]) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&ids)
+        .bind(&amounts)
+        .execute(&mut *connection)
+        .await?;
+    }
+    if !finished_refunds.is_empty() {
+        sqlx::query("DELETE FROM refunds WHERE id = ANY($1)")
+            .bind(finished_refunds)
+            .execute(&mut *connection)
+            .await?;
+    }
+    let mut gone = Vec::new();
+    let mut kept = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    for (id, invoice) in &memory.invoices {
+        match invoice {
+            None => {
+                if before_invoices.contains(id) {
+                    gone.push(id.as_str());
+                }
+            }
+            Some(invoice) => {
+                kept.0.push(id.as_str());
+                kept.1.push(invoice.currency.as_str());
+                kept.2.push(invoice.total_minor);
+                kept.3.push(invoice.paid_minor);
+                kept.4.push(invoice.written_off_minor);
+                kept.5.push(invoice.finalized);
+            }
+        }
+    }
+    if !gone.is_empty() {
+        sqlx::query("DELETE FROM invoices WHERE id = ANY($1)")
+            .bind(&gone)
+            .execute(&mut *connection)
+            .await?;
+    }
+    if !kept.0.is_empty() {
+        sqlx::query(
+            "INSERT INTO invoices (id, currency, total_minor, paid_minor, written_off_minor, \
+                 finalized) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[], \
+                 $5::bigint[], $6::boolean[]) \
+             ON CONFLICT (id) DO UPDATE SET currency = EXCLUDED.currency, \
+                 total_minor = EXCLUDED.total_minor, paid_minor = EXCLUDED.paid_minor, \
+                 written_off_minor = EXCLUDED.written_off_minor, finalized = EXCLUDED.finalized",
+        )
+        .bind(&kept.0)
+        .bind(&kept.1)
+        .bind(&kept.2)
+        .bind(&kept.3)
+        .bind(&kept.4)
+        .bind(&kept.5)
+        .execute(&mut *connection)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn write_lines(
+    connection: &mut PgConnection,
+    lines: Lines,
+    balances: HashMap<BalanceKey, (i64, i64)>,
+) -> Result<(), ProjectionError> {
+    if lines.entry.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO lines (entry, line, project, livemode, account, currency, debit_minor, \
+             credit_minor, source_stream, source_event, occurred_at, recorded_at) \
+         SELECT * FROM UNNEST($1::bigint[], $2::smallint[], $3::text[], $4::boolean[], \
+             $5::text[], $6::text[], $7::bigint[], $8::bigint[], $9::text[], $10::text[], \
+             $11::bigint[], $12::timestamptz[])",
+    )
+    .bind(&lines.entry)
+    .bind(&lines.line)
+    .bind(&lines.project)
+    .bind(&lines.livemode)
+    .bind(&lines.account)
+    .bind(&lines.currency)
+    .bind(&lines.debit)
+    .bind(&lines.credit)
+    .bind(&lines.source_stream)
+    .bind(&lines.source_event)
+    .bind(&lines.occurred_at)
+    .bind(&lines.recorded_at)
+    .execute(&mut *connection)
+    .await?;
+    let mut projects = Vec::new();
+    let mut livemodes = Vec::new();
+    let mut accounts = Vec::new();
+    let mut currencies = Vec::new();
+    let mut debits = Vec::new();
+    let mut credits = Vec::new();
+    for (key, (debit, credit)) in balances {
+        projects.push(key.project);
+        livemodes.push(key.livemode);
+        accounts.push(key.account);
+        currencies.push(key.currency);
+        debits.push(debit);
+        credits.push(credit);
+    }
+    sqlx::query(
+        "INSERT INTO balances AS b (project, livemode, account, currency, debit_minor, \
+             credit_minor) \
+         SELECT * FROM UNNEST($1::text[], $2::boolean[], $3::text[], $4::text[], \
+             $5::bigint[], $6::bigint[]) \
+         ON CONFLICT (project, livemode, account, currency) DO UPDATE SET \
+             debit_minor = b.debit_minor + EXCLUDED.debit_minor, \
+             credit_minor = b.credit_minor + EXCLUDED.credit_minor",
+    )
+    .bind(&projects)
+    .bind(&livemodes)
+    .bind(&accounts)
+    .bind(&currencies)
+    .bind(&debits)
+    .bind(&credits)
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}
+
+/// After the batch: the books of every project, mode and currency balance.
+async fn check_books(
+    connection: &mut PgConnection,
+    events: &[RecordedEvent],
+) -> Result<(), ProjectionError> {
+    let unbalanced: Option<(String, bool, String, i64, i64)> = sqlx::query_as(
+        "SELECT project, livemode, currency, sum(debit_minor)::bigint, sum(credit_minor)::bigint \
+         FROM balances GROUP BY project, livemode, currency \
+         HAVING sum(debit_minor) <> sum(credit_minor) LIMIT 1",
+    )
+    .fetch_optional(connection)
+    .await?;
+    if let Some((project, livemode, currency, debits, credits)) = unbalanced {
+        let (first, last) = (events.first(), events.last());
+        return Err(ProjectionError::Invariant {
+            projection: NAME,
+            reason: format!(
+                "after the batch of positions {}..={}, {project} ({}) {currency}: debits \
+                 {debits} ≠ credits {credits}",
+                first.map_or(0, |event| event.position),
+                last.map_or(0, |event| event.position),
+                if livemode { "live" } else { "test" },
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// One row of a trial balance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrialBalanceRow {
+    pub account: String,
+    pub currency: String,
+    pub debit_minor: i64,
+    pub credit_minor: i64,
+}
+
+impl TrialBalanceRow {
+    /// Debit-positive balance.
+    pub fn balance_minor(&self) -> i64 {
+        self.debit_minor - self.credit_minor
+    }
+}
+
+/// As of when a trial balance is taken.
+#[derive(Debug, Clone, Copy)]
+pub enum AsOf {
+    Now,
+    /// Lines of events recorded at or before this time.
+    Time(chrono::DateTime<chrono::Utc>),
+    /// Lines of events at or before this global position.
+    Position(i64),
+}
+
+/// Balances per account and currency of `project` (all projects when `None`) in one mode,
+/// from the running balances or, as of a moment, from the lines.
+pub async fn trial_balance(
+    pool: &sqlx::PgPool,
+    project: Option<&str>,
+    livemode: bool,
+    as_of: AsOf,
+) -> Result<Vec<TrialBalanceRow>, sqlx::Error> {
+    let (time, position) = match as_of {
+        AsOf::Now => (None, None),
+        AsOf::Time(time) => (Some(time), None),
+        AsOf::Position(position) => (None, Some(position)),
+    };
+    let sql = if matches!(as_of, AsOf::Now) {
+        "SELECT account, currency, sum(debit_minor)::bigint, sum(credit_minor)::bigint \
+         FROM journal.balances WHERE ($1::text IS NULL OR project = $1) AND livemode = $2 \
+           AND $3::timestamptz IS NULL AND $4::bigint IS NULL \
+         GROUP BY account, currency"
+    } else {
+        "SELECT account, currency, sum(debit_minor)::bigint, sum(credit_minor)::bigint \
+         FROM journal.lines WHERE ($1::text IS NULL OR project = $1) AND livemode = $2 \
+           AND ($3::timestamptz IS NULL OR recorded_at <= $3) \
+           AND ($4::bigint IS NULL OR entry <= $4) \
+         GROUP BY account, currency"
+    };
+    let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(sql)
+        .bind(project)
+        .bind(livemode)
+        .bind(time)
+        .bind(position)
+        .fetch_all(pool)
+        .await?;
+    let mut rows: Vec<TrialBalanceRow> = rows
+        .into_iter()
+        .map(
+            |(account, currency, debit_minor, credit_minor)| TrialBalanceRow {
+                account,
+                currency,
+                debit_minor,
+                credit_minor,
+            },
+        )
+        .collect();
+    let order = |account: &str| {
+        accounts::ALL
+            .iter()
+            .position(|known| *known == account)
+            .unwrap_or(usize::MAX)
+    };
+    rows.sort_by(|a, b| {
+        (a.currency.as_str(), order(&a.account), a.account.as_str()).cmp(&(
+            b.currency.as_str(),
+            order(&b.account),
+            b.account.as_str(),
+        ))
+    });
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::invoice::{BillingReason, NewInvoice, Totals};
+    use domain::money::{Currency, Money};
+
+    fn recorded(aggregate_type: &str, id: &str, position: i64, event_type: &str) -> RecordedEvent {
+        RecordedEvent {
+            position,
+            txid: 1,
+            aggregate_type: aggregate_type.to_string(),
+            aggregate_id: id.to_string(),
+            sequence: position,
+            event_type: event_type.to_string(),
+            event_version: "1.0".to_string(),
+            payload: String::new(),
+            metadata: r#"{"project":"proj_1","mode":"test","actor":"test"}"#.to_string(),
+            recorded_at: chrono::DateTime::UNIX_EPOCH,
+            prev_hash: Vec::new(),
+            hash: Vec::new(),
+        }
+    }
+
+    fn balanced(movement: Movement) -> Vec<Posting> {
+        let postings = post(&movement);
+        let event = recorded("payment_intent", "pi_1", 1, "ChargeSucceeded");
+        check_balanced(&event, "gbp", &postings).expect("balanced");
+        postings
+    }
+
+    fn side(postings: &[Posting], account: &str) -> (i64, i64) {
+        postings
+            .iter()
+            .filter(|posting| posting.account == account)
+            .fold((0, 0), |(d, c), posting| {
+                (d + posting.debit_minor, c + posting.credit_minor)
+            })
+    }
+
+    #[test]
+    fn a_capture_moves_money_into_clearing_and_unapplied_payments() {
+        let postings = balanced(Movement::ChargeCaptured { amount_minor: 1200 });
+        assert_eq!(side(&postings, CARDSTREAM_CLEARING), (1200, 0));
+        assert_eq!(side(&postings, UNAPPLIED_PAYMENTS), (0, 1200));
+    }
+
+    #[test]
+    fn a_finalized_invoice_books_net_revenue_and_vat() {
+        let postings = balanced(Movement::InvoiceFinalized {
+            net_minor: 1000,
+            tax_minor: 200,
+            total_minor: 1200,
+        });
+        assert_eq!(side(&postings, CUSTOMER_RECEIVABLE), (1200, 0));
+        assert_eq!(side(&postings, REVENUE), (0, 1000));
+        assert_eq!(side(&postings, VAT_PAYABLE), (0, 200));
+        // No tax: no zero line.
+        let untaxed = balanced(Movement::InvoiceFinalized {
+            net_minor: 1000,
+            tax_minor: 0,
+            total_minor: 1000,
+        });
+        assert_eq!(untaxed.len(), 2);
+    }
+
+    #[test]
+    fn paying_an_invoice_applies_the_payment_and_recovers_written_off_debt() {
+        let postings = balanced(Movement::InvoicePaid {
+            amount_minor: 1200,
+            out_of_band: false,
+            written_off_minor: 0,
+        });
+        assert_eq!(side(&postings, UNAPPLIED_PAYMENTS), (1200, 0));
+        assert_eq!(side(&postings, CUSTOMER_RECEIVABLE), (0, 1200));
+        let recovered = balanced(Movement::InvoicePaid {
+            amount_minor: 1200,
+            out_of_band: true,
+            written_off_minor: 1200,
+        });
+        assert_eq!(side(&recovered, OUT_OF_BAND_RECEIPTS), (1200, 0));
+        assert_eq!(side(&recovered, BAD_DEBT), (0, 1200));
+        assert_eq!(side(&recovered, CUSTOMER_RECEIVABLE), (0, 0));
+    }
+
+    #[test]
+    fn refunds_write_offs_and_settlements_balance() {
+        let refund = balanced(Movement::RefundSucceeded { amount_minor: 500 });
+        assert_eq!(side(&refund, REFUNDS), (500, 0));
+        assert_eq!(side(&refund, CARDSTREAM_CLEARING), (0, 500));
+        let write_off = balanced(Movement::InvoiceWrittenOff {
+            outstanding_minor: 700,
+        });
+        assert_eq!(side(&write_off, BAD_DEBT), (700, 0));
+        assert_eq!(side(&write_off, CUSTOMER_RECEIVABLE), (0, 700));
+        let settlement = balanced(Movement::SettlementReceived {
+            gross_minor: 10_000,
+            fee_minor: 150,
+        });
+        assert_eq!(side(&settlement, GRIFFIN_BANK), (9_850, 0));
+        assert_eq!(side(&settlement, FEES), (150, 0));
+        assert_eq!(side(&settlement, CARDSTREAM_CLEARING), (0, 10_000));
+    }
+
+    /// A rule that forgets the VAT line: the check refuses it, naming the event.
+    fn rule_without_vat(movement: &Movement) -> Vec<Posting> {
+        post(movement)
+            .into_iter()
+            .filter(|posting| posting.account != VAT_PAYABLE)
+            .collect()
+    }
+
+    #[test]
+    fn an_unbalanced_rule_is_caught_and_names_its_event() {
+        let event = recorded("invoice", "in_1", 42, "InvoiceFinalized");
+        let postings = rule_without_vat(&Movement::InvoiceFinalized {
+            net_minor: 1000,
+            tax_minor: 200,
+            total_minor: 1200,
+        });
+        let error = check_balanced(&event, "gbp", &postings).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            matches!(error, ProjectionError::Invariant { .. }),
+            "{message}"
+        );
+        assert!(message.contains("invoice/in_1"), "{message}");
+        assert!(message.contains("position 42"), "{message}");
+        assert!(message.contains("1200 ≠ credits 1000"), "{message}");
+    }
+
+    #[test]
+    fn a_two_sided_or_negative_line_is_refused() {
+        let event = recorded("invoice", "in_1", 7, "InvoicePaid");
+        let two_sided = [Posting {
+            account: REVENUE,
+            debit_minor: 5,
+            credit_minor: 5,
+        }];
+        assert!(check_balanced(&event, "gbp", &two_sided).is_err());
+        let negative = [
+            Posting {
+                account: REVENUE,
+                debit_minor: -5,
+                credit_minor: 0,
+            },
+            Posting {
+                account: REFUNDS,
+                debit_minor: 0,
+                credit_minor: -5,
+            },
+        ];
+        assert!(check_balanced(&event, "gbp", &negative).is_err());
+    }
+
+    fn invoice_created(currency: Currency) -> Decoded {
+        Decoded::Invoice(InvoiceEvent::InvoiceCreated {
+            invoice: Box::new(NewInvoice {
+                invoice_id: "in_1".to_string(),
+                customer: "cus_1".to_string(),
+                currency,
+                billing_reason: BillingReason::SubscriptionCycle,
+                subscription: None,
+                lines: Vec::new(),
+                auto_advance: true,
+                description: None,
+                footer: None,
+                metadata: Default::default(),
+                default_payment_method: None,
+                period_start: 0,
+                period_end: 0,
+                test_clock: None,
+            }),
+            created: 0,
+        })
+    }
+
+    #[test]
+    fn an_invoices_life_nets_receivable_to_zero_and_keeps_revenue() {
+        let mut memory = Memory::default();
+        let mut books: HashMap<&'static str, i64> = HashMap::new();
+        let mut book = |event: RecordedEvent, decoded: Decoded, memory: &mut Memory| {
+            if let Some((currency, movement)) = movement(&event, &decoded, memory).unwrap() {
+                assert_eq!(currency, "eur");
+                let postings = post(&movement);
+                check_balanced(&event, &currency, &postings).unwrap();
+                for posting in postings {
+                    *books.entry(posting.account).or_default() +=
+                        posting.debit_minor - posting.credit_minor;
+                }
+            }
+        };
+        book(
+            recorded("invoice", "in_1", 1, "InvoiceCreated"),
+            invoice_created(Currency::EUR),
+            &mut memory,
+        );
+        book(
+            recorded("invoice", "in_1", 2, "InvoiceFinalized"),
+            Decoded::Invoice(InvoiceEvent::InvoiceFinalized {
+                number: "A-1".to_string(),
+                access_token: String::new(),
+                retry_days: Vec::new(),
+                totals: Totals {
+                    subtotal: 1000,
+                    subtotal_excluding_tax: 1000,
+                    tax: 200,
+                    total: 1200,
+                },
+                at: 10,
+            }),
+            &mut memory,
+        );
+        book(
+            recorded("payment_intent", "pi_1", 3, "ChargeSucceeded"),
+            Decoded::Intent(PaymentIntentEvent::ChargeSucceeded {
+                charge_id: "ch_1".to_string(),
+                gateway_token: String::new(),
+                authorization_code: None,
+                amount: Money::new(1200, Currency::EUR).unwrap(),
+                at: 11,
+            }),
+            &mut memory,
+        );
+        book(
+            recorded("invoice", "in_1", 4, "InvoicePaid"),
+            Decoded::Invoice(InvoiceEvent::InvoicePaid {
+                payment_intent: Some("pi_1".to_string()),
+                amount_paid: 1200,
+                out_of_band: false,
+                at: 11,
+            }),
+            &mut memory,
+        );
+        // A paid invoice is forgotten; voiding it later would be a bad event.
+        assert_eq!(memory.invoices.get("in_1"), Some(&None));
+        assert_eq!(books[CUSTOMER_RECEIVABLE], 0);
+        assert_eq!(books[UNAPPLIED_PAYMENTS], 0);
+        assert_eq!(books[CARDSTREAM_CLEARING], 1200);
+        assert_eq!(books[REVENUE], -1000);
+        assert_eq!(books[VAT_PAYABLE], -200);
+    }
+}
