@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::{ConnectOptions, Connection, PgPool};
 
 use crate::managed_postgres::{ManagedPostgres, ManagedPostgresError, ManagedPostgresOptions};
@@ -135,7 +135,31 @@ pub fn connect_options(url: &str) -> Result<PgConnectOptions, DatabaseError> {
         source,
     })?;
     // Statement logging at info would put every query of the hot path in the log.
-    Ok(options.log_statements(tracing::log::LevelFilter::Trace))
+    let options = options.log_statements(tracing::log::LevelFilter::Trace);
+    // TLS on loopback protects nothing and costs a handshake per connection and encryption
+    // of every message (the pool, each listener): off unless the URL asks for a mode.
+    if is_loopback(options.get_host()) && !names_ssl_mode(url) {
+        return Ok(options.ssl_mode(PgSslMode::Disable));
+    }
+    Ok(options)
+}
+
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|address| address.is_loopback())
+}
+
+/// Whether the URL (or libpq's `PGSSLMODE`, which sqlx also reads) chooses an SSL mode.
+fn names_ssl_mode(url: &str) -> bool {
+    let in_url = url::Url::parse(url).is_ok_and(|parsed| {
+        parsed
+            .query_pairs()
+            .any(|(name, _)| name == "sslmode" || name == "ssl-mode")
+    });
+    in_url || std::env::var_os("PGSSLMODE").is_some()
 }
 
 /// Creates `database` on the server of `admin_url` unless it exists already.
@@ -177,5 +201,35 @@ pub fn redact(url: &str) -> String {
             parsed.to_string()
         }
         Err(_) => "<unparseable database URL>".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_connections_skip_tls_unless_the_url_asks() {
+        let mode = |url: &str| connect_options(url).unwrap().get_ssl_mode();
+        assert!(matches!(
+            mode("postgres://postgres@127.0.0.1:5432/x"),
+            PgSslMode::Disable
+        ));
+        assert!(matches!(
+            mode("postgres://postgres@localhost/x"),
+            PgSslMode::Disable
+        ));
+        assert!(matches!(
+            mode("postgres://postgres@[::1]:5432/x"),
+            PgSslMode::Disable
+        ));
+        assert!(matches!(
+            mode("postgres://postgres@127.0.0.1/x?sslmode=require"),
+            PgSslMode::Require
+        ));
+        assert!(!matches!(
+            mode("postgres://postgres@db.example.com/x"),
+            PgSslMode::Disable
+        ));
     }
 }

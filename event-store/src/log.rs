@@ -73,16 +73,8 @@ impl LogReader {
     /// Whether events exist after `after` that the horizon still hides (their transaction
     /// committed, but an older transaction is still running).
     pub async fn has_hidden_events(&self, after: LogCursor) -> Result<bool, StoreError> {
-        let hidden: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM events \
-             WHERE (txid, position) > ($1::text::xid8, $2) \
-               AND txid >= pg_snapshot_xmin(pg_current_snapshot()))",
-        )
-        .bind(after.txid)
-        .bind(after.position)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(hidden)
+        let mut connection = self.pool.acquire().await?;
+        has_hidden_events(&mut connection, after).await
     }
 
     /// Waits until every event committed so far is below the horizon (no older transaction
@@ -141,6 +133,90 @@ pub async fn read_after(
     .fetch_all(connection)
     .await?;
     Ok(events)
+}
+
+/// One read of the log for a consumer that follows it: the readable events, and whether
+/// committed events after them are still hidden by the horizon (so the consumer should look
+/// again soon rather than wait for a notification).
+#[derive(Debug, Clone, Default)]
+pub struct LogBatch {
+    pub events: Vec<RecordedEvent>,
+    pub hidden: bool,
+}
+
+/// A row of the log with the horizon of the statement that read it.
+struct WithHorizon {
+    event: RecordedEvent,
+    horizon: i64,
+}
+
+impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for WithHorizon {
+    fn from_row(row: &'r sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+        use sqlx::Row;
+        Ok(Self {
+            event: RecordedEvent::from_row(row)?,
+            horizon: row.try_get("horizon")?,
+        })
+    }
+}
+
+/// As [`read_after`] (or [`read_headers_after`] with `headers_only`), and in the same
+/// statement whether committed events after the readable ones are hidden: one round trip
+/// where a read and a [`has_hidden_events`] took two.
+///
+/// The statement reads past the horizon and stops at the first event at or above it; every
+/// row carries the same horizon (`pg_current_snapshot()` is the statement's snapshot, the
+/// one that decides which rows it sees), and rows come in (txid, position) order, so what
+/// it keeps is exactly what the horizon-filtered read returns.
+pub async fn read_batch_after(
+    connection: &mut PgConnection,
+    after: LogCursor,
+    limit: i64,
+    headers_only: bool,
+) -> Result<LogBatch, StoreError> {
+    let columns = if headers_only {
+        HEADER_COLUMNS
+    } else {
+        RECORDED_EVENT_COLUMNS
+    };
+    let rows: Vec<WithHorizon> = sqlx::query_as(&format!(
+        "SELECT {columns}, pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon \
+         FROM events \
+         WHERE (txid, position) > ($1::text::xid8, $2) \
+         ORDER BY events.txid, events.position \
+         LIMIT $3"
+    ))
+    .bind(after.txid)
+    .bind(after.position)
+    .bind(limit.clamp(1, MAX_BATCH_EVENTS))
+    .fetch_all(connection)
+    .await?;
+    let readable = rows
+        .iter()
+        .take_while(|row| row.event.txid < row.horizon)
+        .count();
+    let hidden = readable < rows.len();
+    let mut events: Vec<RecordedEvent> = rows.into_iter().map(|row| row.event).collect();
+    events.truncate(readable);
+    Ok(LogBatch { events, hidden })
+}
+
+/// Whether events exist after `after` that the horizon still hides (their transaction
+/// committed, but an older transaction is still running), on the caller's connection.
+pub async fn has_hidden_events(
+    connection: &mut PgConnection,
+    after: LogCursor,
+) -> Result<bool, StoreError> {
+    let hidden: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM events \
+         WHERE (txid, position) > ($1::text::xid8, $2) \
+           AND txid >= pg_snapshot_xmin(pg_current_snapshot()))",
+    )
+    .bind(after.txid)
+    .bind(after.position)
+    .fetch_one(connection)
+    .await?;
+    Ok(hidden)
 }
 
 /// As [`read_after`], but never past `until` (inclusive): for a consumer that reads what
@@ -241,16 +317,14 @@ pub async fn read_headers_after(
     after: LogCursor,
     limit: i64,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
-    let events = sqlx::query_as(
-        "SELECT position, txid::text::bigint AS txid, aggregate_type, aggregate_id, sequence, \
-                event_type, event_version, '' AS payload, metadata::text AS metadata, recorded_at, \
-                '\\x'::bytea AS prev_hash, '\\x'::bytea AS hash \
+    let events = sqlx::query_as(&format!(
+        "SELECT {HEADER_COLUMNS} \
          FROM events \
          WHERE (txid, position) > ($1::text::xid8, $2) \
            AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
          ORDER BY events.txid, events.position \
-         LIMIT $3",
-    )
+         LIMIT $3"
+    ))
     .bind(after.txid)
     .bind(after.position)
     .bind(limit.clamp(1, MAX_BATCH_EVENTS))
@@ -258,3 +332,8 @@ pub async fn read_headers_after(
     .await?;
     Ok(events)
 }
+
+/// [`crate::record::RECORDED_EVENT_COLUMNS`] without payloads and hashes (returned empty).
+const HEADER_COLUMNS: &str = "position, txid::text::bigint AS txid, aggregate_type, \
+     aggregate_id, sequence, event_type, event_version, '' AS payload, \
+     metadata::text AS metadata, recorded_at, '\\x'::bytea AS prev_hash, '\\x'::bytea AS hash";

@@ -17,11 +17,18 @@
 //! projection's Stripe events): it names that one in [`Projection::reads_after`], its
 //! batches stop at that one's checkpoint, and it wakes on that one's commits (every batch
 //! notifies [`CHECKPOINT_CHANNEL`] with the projection's name) instead of the log's.
+//!
+//! In-process hand-offs: every batch publishes the checkpoint it committed (or found) on a
+//! `tokio::sync::watch` channel of its runtime (clones share them), so a request waiting to
+//! read its own write ([`ProjectionRuntime::wait_until_applied`]) and a downstream consumer
+//! in the same process are woken by the commit itself, not by polling the checkpoint table.
+//! Both keep a database check as the fallback for batches applied by another process.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use event_store::log::{read_after, NOTIFY_CHANNEL};
+use event_store::log::{read_after, read_batch_after, LogBatch, NOTIFY_CHANNEL};
 use event_store::{LogCursor, RecordedEvent, StoreError};
 use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
@@ -113,13 +120,103 @@ pub struct ProjectionStatus {
     pub updated_at: chrono::DateTime<chrono::Utc>,
 }
 
+/// How often a waiter looks at the checkpoint table while the projection it waits for is
+/// followed in this process (a safety net: this process's follower publishes every
+/// checkpoint it commits or finds, another process's batches included).
+const APPLIED_FALLBACK_CHECK_MS: u64 = 50;
+/// While committed events wait behind an older open transaction, look again this often:
+/// that transaction's commit may not write events, so no notification comes.
+const HIDDEN_RETRY_MS: u64 = 2;
+
 #[derive(Clone)]
 pub struct ProjectionRuntime {
     pool: PgPool,
+    published: Arc<Published>,
+}
+
+/// The checkpoints this process's batches committed or found, by projection.
+#[derive(Default)]
+struct Published {
+    projections: Mutex<HashMap<String, PublishedProjection>>,
+}
+
+struct PublishedProjection {
+    checkpoint: tokio::sync::watch::Sender<LogCursor>,
+    /// Followers of it running in this process.
+    followers: usize,
+}
+
+impl Published {
+    fn with<T>(&self, name: &str, action: impl FnOnce(&mut PublishedProjection) -> T) -> T {
+        let mut projections = self
+            .projections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = projections
+            .entry(name.to_string())
+            .or_insert_with(|| PublishedProjection {
+                checkpoint: tokio::sync::watch::Sender::new(LogCursor::START),
+                followers: 0,
+            });
+        action(entry)
+    }
+
+    /// Records a committed checkpoint; checkpoints only move forward.
+    fn publish(&self, name: &str, checkpoint: LogCursor) {
+        self.with(name, |projection| {
+            projection.checkpoint.send_if_modified(|current| {
+                let newer = checkpoint > *current;
+                if newer {
+                    *current = checkpoint;
+                }
+                newer
+            })
+        });
+    }
+
+    fn subscribe(&self, name: &str) -> tokio::sync::watch::Receiver<LogCursor> {
+        self.with(name, |projection| projection.checkpoint.subscribe())
+    }
+
+    fn followed_here(&self, name: &str) -> bool {
+        self.with(name, |projection| projection.followers > 0)
+    }
+}
+
+/// Counts a follower while it runs.
+struct Following {
+    published: Arc<Published>,
+    name: &'static str,
+}
+
+impl Following {
+    fn start(published: &Arc<Published>, name: &'static str) -> Self {
+        published.with(name, |projection| projection.followers += 1);
+        Self {
+            published: published.clone(),
+            name,
+        }
+    }
+}
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        self.published
+            .with(self.name, |projection| projection.followers -= 1);
+    }
+}
+
+/// What one batch did.
+struct Batch {
+    applied: usize,
+    /// The checkpoint after it.
+    checkpoint: LogCursor,
+    /// Whether committed events after it are still hidden by an older open transaction
+    /// (only asked of projections that read the log directly).
+    hidden: bool,
 }
 
 const LOCK_SQL: &str = "SELECT pg_advisory_xact_lock(hashtextextended('projection:' || $1, 0))";
-
 fn quoted(schema: &str) -> String {
     format!("\"{}\"", schema.replace('"', "\"\""))
 }
@@ -138,26 +235,31 @@ async fn set_search_path(connection: &mut PgConnection, schema: &str) -> Result<
     .map(|_| ())
 }
 
+/// The next events for `projection` after `after`, and (for a projection reading the log
+/// directly) whether committed events after them are still hidden by the horizon.
 async fn read_batch(
     connection: &mut PgConnection,
     projection: &dyn Projection,
     after: LogCursor,
     limit: i64,
-) -> Result<Vec<RecordedEvent>, ProjectionError> {
+) -> Result<LogBatch, ProjectionError> {
     if let Some(upstream) = projection.reads_after() {
         let until = read_checkpoint(&mut *connection, upstream).await?;
-        return Ok(event_store::log::read_after_until(connection, after, until, limit).await?);
+        return Ok(LogBatch {
+            events: event_store::log::read_after_until(connection, after, until, limit).await?,
+            // Its upstream looks again for those; this one wakes on its upstream's commits.
+            hidden: false,
+        });
     }
-    Ok(if projection.needs_payload() {
-        read_after(connection, after, limit).await?
-    } else {
-        event_store::log::read_headers_after(connection, after, limit).await?
-    })
+    Ok(read_batch_after(connection, after, limit, !projection.needs_payload()).await?)
 }
 
 impl ProjectionRuntime {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            published: Arc::default(),
+        }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -202,33 +304,49 @@ impl ProjectionRuntime {
         projection: &dyn Projection,
         limit: i64,
     ) -> Result<usize, ProjectionError> {
+        Ok(self.batch(projection, limit).await?.applied)
+    }
+
+    /// One batch, and whether committed events after it are hidden behind the horizon.
+    async fn batch(
+        &self,
+        projection: &dyn Projection,
+        limit: i64,
+    ) -> Result<Batch, ProjectionError> {
         let mut transaction = self.pool.begin().await?;
         sqlx::query(LOCK_SQL)
             .bind(projection.name())
             .execute(&mut *transaction)
             .await?;
         let checkpoint = read_checkpoint(&mut transaction, projection.name()).await?;
-        let events = read_batch(&mut transaction, projection, checkpoint, limit).await?;
+        // Committed already (perhaps by another process): a waiter here may stop waiting.
+        self.published.publish(projection.name(), checkpoint);
+        let LogBatch { events, hidden } =
+            read_batch(&mut transaction, projection, checkpoint, limit).await?;
         let Some(last) = events.last() else {
             transaction.rollback().await?;
-            return Ok(0);
+            return Ok(Batch {
+                applied: 0,
+                checkpoint,
+                hidden,
+            });
         };
+        let last = last.cursor();
         set_search_path(&mut transaction, projection.name()).await?;
         projection.apply(&mut transaction, &events).await?;
-        write_checkpoint(
-            &mut transaction,
-            projection.name(),
-            last.cursor(),
-            events.len(),
-        )
-        .await?;
+        write_checkpoint(&mut transaction, projection.name(), last, events.len()).await?;
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(CHECKPOINT_CHANNEL)
             .bind(projection.name())
             .execute(&mut *transaction)
             .await?;
         transaction.commit().await?;
-        Ok(events.len())
+        self.published.publish(projection.name(), last);
+        Ok(Batch {
+            applied: events.len(),
+            checkpoint: last,
+            hidden,
+        })
     }
 
     /// Applies batches until the projection has caught up with the readable log.
@@ -249,13 +367,20 @@ impl ProjectionRuntime {
 
     /// Follows the log for ever: batches while there is work, then waits for a commit
     /// notification (or the poll interval). Returns only on error.
+    ///
+    /// A full batch is followed at once by the next; a short one means it caught up, so it
+    /// waits. Notifications that arrived before a read are covered by it and dropped, so a
+    /// burst of commits costs one read, not one each. A downstream consumer also wakes on
+    /// its upstream's checkpoint published in this process.
     pub async fn follow(
         &self,
         projection: Arc<dyn Projection>,
         batch_events: i64,
         poll_interval_ms: u64,
     ) -> Result<(), ProjectionError> {
+        let _following = Following::start(&self.published, projection.name());
         let upstream = projection.reads_after();
+        let mut upstream_checkpoint = upstream.map(|name| self.published.subscribe(name));
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener
             .listen(match upstream {
@@ -263,38 +388,59 @@ impl ProjectionRuntime {
                 None => NOTIFY_CHANNEL,
             })
             .await?;
-        let reader = event_store::LogReader::new(self.pool.clone());
         loop {
-            let applied = self.run_batch(projection.as_ref(), batch_events).await?;
-            if applied > 0 {
+            while listener.next_buffered().is_some() {}
+            if let Some(checkpoint) = upstream_checkpoint.as_mut() {
+                checkpoint.mark_unchanged();
+            }
+            let batch = self.batch(projection.as_ref(), batch_events).await?;
+            if i64::try_from(batch.applied).unwrap_or(i64::MAX) >= batch_events {
                 continue;
             }
-            let checkpoint = {
-                let mut connection = self.pool.acquire().await?;
-                read_checkpoint(&mut connection, projection.name()).await?
-            };
-            // Committed events waiting behind an older open transaction: look again soon.
-            // (A downstream consumer waits for its upstream instead, which does this.)
-            let wait = if upstream.is_none() && reader.has_hidden_events(checkpoint).await? {
-                Duration::from_millis(2)
+            tracing::trace!(
+                projection = projection.name(),
+                checkpoint = %batch.checkpoint,
+                applied = batch.applied,
+                "caught up"
+            );
+            let wait = Duration::from_millis(if batch.hidden {
+                HIDDEN_RETRY_MS
             } else {
-                Duration::from_millis(poll_interval_ms)
-            };
+                poll_interval_ms
+            });
             let deadline = tokio::time::Instant::now() + wait;
             loop {
-                match tokio::time::timeout_at(deadline, listener.recv()).await {
-                    // Another projection's commit: nothing for this one yet.
-                    Ok(Ok(notification))
-                        if upstream.is_some_and(|name| notification.payload() != name) => {}
-                    Ok(Ok(_)) | Err(_) => break,
-                    Ok(Err(error)) => {
-                        tracing::warn!(projection = projection.name(), %error, "listener failed; polling");
-                        tokio::time::sleep(wait).await;
-                        break;
+                let published = async {
+                    match upstream_checkpoint.as_mut() {
+                        Some(checkpoint) => {
+                            if checkpoint.changed().await.is_err() {
+                                std::future::pending::<()>().await;
+                            }
+                        }
+                        None => std::future::pending::<()>().await,
                     }
+                };
+                tokio::select! {
+                    received = listener.recv() => match received {
+                        // Another projection's commit: nothing for this one yet. Its
+                        // upstream's, when this process follows that too: `published` wakes
+                        // it (this process's follower publishes any process's commits).
+                        Ok(notification)
+                            if upstream.is_some_and(|name| {
+                                notification.payload() != name
+                                    || self.published.followed_here(name)
+                            }) => {}
+                        Ok(_) => break,
+                        Err(error) => {
+                            tracing::warn!(projection = projection.name(), %error, "listener failed; polling");
+                            tokio::time::sleep_until(deadline).await;
+                            break;
+                        }
+                    },
+                    () = published => break,
+                    () = tokio::time::sleep_until(deadline) => break,
                 }
             }
-            while listener.next_buffered().is_some() {}
         }
     }
 
@@ -403,8 +549,9 @@ impl ProjectionRuntime {
             .execute(&mut *transaction)
             .await?;
         loop {
-            let events =
-                read_batch(&mut transaction, projection, cursor, REBUILD_BATCH_EVENTS).await?;
+            let events = read_batch(&mut transaction, projection, cursor, REBUILD_BATCH_EVENTS)
+                .await?
+                .events;
             let Some(last) = events.last() else {
                 break;
             };
@@ -445,6 +592,10 @@ impl ProjectionRuntime {
 
     /// Waits until `name` has applied the event at `cursor` (read-your-writes for the API:
     /// a write answers once a read would see it). Returns whether it did within `timeout`.
+    ///
+    /// When this process follows `name`, its batches' commits wake the waiter (the table is
+    /// checked every [`APPLIED_FALLBACK_CHECK_MS`] as well); otherwise the checkpoint table
+    /// is polled.
     pub async fn wait_until_applied(
         &self,
         name: &str,
@@ -452,18 +603,36 @@ impl ProjectionRuntime {
         timeout: Duration,
     ) -> Result<bool, ProjectionError> {
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut published = self.published.subscribe(name);
+        if *published.borrow_and_update() >= cursor {
+            return Ok(true);
+        }
+        if self.published.followed_here(name) {
+            loop {
+                let check_at = deadline.min(
+                    tokio::time::Instant::now() + Duration::from_millis(APPLIED_FALLBACK_CHECK_MS),
+                );
+                let woken = tokio::time::timeout_at(
+                    check_at,
+                    published.wait_for(|applied| *applied >= cursor),
+                )
+                .await
+                // The borrowed value holds the channel's lock: release it at once.
+                .is_ok_and(|waited| waited.is_ok());
+                if woken {
+                    return Ok(true);
+                }
+                if self.applied_in_table(name, cursor).await? {
+                    return Ok(true);
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Ok(false);
+                }
+            }
+        }
         let mut pause = Duration::from_millis(1);
         loop {
-            let applied: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM public.projection_checkpoints \
-                 WHERE name = $1 AND (txid, position) >= ($2::text::xid8, $3))",
-            )
-            .bind(name)
-            .bind(cursor.txid)
-            .bind(cursor.position)
-            .fetch_one(&self.pool)
-            .await?;
-            if applied {
+            if self.applied_in_table(name, cursor).await? {
                 return Ok(true);
             }
             if tokio::time::Instant::now() >= deadline {
@@ -472,6 +641,22 @@ impl ProjectionRuntime {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(20));
         }
+    }
+
+    async fn applied_in_table(
+        &self,
+        name: &str,
+        cursor: LogCursor,
+    ) -> Result<bool, ProjectionError> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM public.projection_checkpoints \
+             WHERE name = $1 AND (txid, position) >= ($2::text::xid8, $3))",
+        )
+        .bind(name)
+        .bind(cursor.txid)
+        .bind(cursor.position)
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     pub async fn status(

@@ -12,6 +12,10 @@
 //!
 //! `-- profile` runs instead a server with statement-level debug logging and prints where a
 //! charge's time goes (statements by kind, gateway calls); `-- charges profile` runs both.
+//!
+//! `CALMONY_BENCH_BASELINE=<another calmony binary>` measures that binary's server too,
+//! alternately with this build's at every level between the same pgbench runs, so a change
+//! is compared side by side on a machine whose load swings.
 
 use std::collections::{BTreeMap, HashMap};
 use std::error::Error;
@@ -29,16 +33,16 @@ use sqlx::PgPool;
 type BenchResult<T> = Result<T, Box<dyn Error + Send + Sync>>;
 
 const BENCH_COMMAND: &str = "cargo bench -p calmony-tests --bench payments";
-/// Variables cargo sets for a bench it runs (besides `CARGO_PKG_*` and `CARGO_MANIFEST_*`).
-const CARGO_RUN_VARIABLES: [&str; 6] = [
-    "CARGO_CRATE_NAME",
-    "CARGO_BIN_NAME",
-    "CARGO_PRIMARY_PACKAGE",
-    "CARGO_TARGET_TMPDIR",
-    "CARGO_RUSTC_CURRENT_DIR",
-    "OUT_DIR",
-];
-
+/// Names another `calmony` binary (a baseline build) to measure alternately with this one in
+/// the charges section: `CALMONY_BENCH_BASELINE=/tmp/calmony-before cargo bench …`.
+const BASELINE_VARIABLE: &str = "CALMONY_BENCH_BASELINE";
+/// With a baseline, each of the two servers may hold this many connections: both servers'
+/// pools and pgbench's 32 clients must fit in PostgreSQL's default 100.
+const COMPARED_MAX_CONNECTIONS: &str = "12";
+const COMPARED_ENV: &[(&str, &str)] = &[("CALMONY_DB_MAX_CONNECTIONS", COMPARED_MAX_CONNECTIONS)];
+/// `CALMONY_BENCH_LEVELS=8,32`: measure only these concurrency levels (each must divide
+/// [`PAYMENT_METHODS`]).
+const LEVELS_VARIABLE: &str = "CALMONY_BENCH_LEVELS";
 const CONCURRENCY_LEVELS: [usize; 3] = [1, 8, 32];
 const WARMUP_SECONDS: u64 = 2;
 const MEASURE_SECONDS: u64 = 8;
@@ -130,20 +134,6 @@ fn main() -> BenchResult<()> {
     }
     if sections.is_empty() {
         sections.push(Section::Charges);
-    }
-    // cargo runs this bench with its package's variables set (CARGO_PKG_NAME,
-    // CARGO_MANIFEST_DIR, …) and `calmony_binary`'s nested `cargo build` would pass them on:
-    // ring's build script tracks some of them, so the nested build and the next `cargo bench`
-    // would each find ring (and everything above it) stale and rebuild it, minutes every run.
-    // The nested build must see the environment a shell has.
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy().into_owned();
-        if name.starts_with("CARGO_PKG_")
-            || name.starts_with("CARGO_MANIFEST_")
-            || CARGO_RUN_VARIABLES.contains(&name.as_str())
-        {
-            std::env::remove_var(&name);
-        }
     }
     // Built (or found up to date) before the clock starts: `cargo build` of this profile.
     let binary = calmony_binary();
@@ -338,10 +328,15 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 /// Starts `calmony serve` on a fresh database with a new project and test key, and attaches
 /// [`PAYMENT_METHODS`] cards to as many customers.
 /// `database_settings` (`name = value`) are set on the database before the server connects.
+///
+/// `binary`: another `calmony` to serve with (a baseline); this build's when `None`.
+/// `server_env`: more variables for the server.
 async fn start_bench(
     log_filter: &str,
     label: &str,
     database_settings: &[&str],
+    binary: Option<&Path>,
+    server_env: &[(&str, &str)],
 ) -> BenchResult<Bench> {
     let database = TestDatabase::new().await;
     for setting in database_settings {
@@ -362,19 +357,33 @@ async fn start_bench(
         let url = database.url.clone();
         let log_path = log_path.clone();
         let filter = log_filter.to_string();
+        let binary = binary.map(Path::to_path_buf);
+        let server_env: Vec<(String, String)> = server_env
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect();
         tokio::task::spawn_blocking(move || {
-            Server::spawn_with_log(
-                &url,
-                &["serve", "--addr", "127.0.0.1:0"],
-                &[
-                    ("CALMONY_RATE_LIMIT_TEST", "1000000"),
-                    ("CALMONY_LOG", filter.as_str()),
-                    ("NO_COLOR", "1"),
-                ],
-                Some(&log_path),
-            )
+            let mut env = vec![
+                ("CALMONY_RATE_LIMIT_TEST", "1000000"),
+                ("CALMONY_LOG", filter.as_str()),
+                ("NO_COLOR", "1"),
+            ];
+            env.extend(
+                server_env
+                    .iter()
+                    .map(|(name, value)| (name.as_str(), value.as_str())),
+            );
+            match binary {
+                Some(binary) => serve_with(&binary, &url, &env, &log_path),
+                None => Ok(Server::spawn_with_log(
+                    &url,
+                    &["serve", "--addr", "127.0.0.1:0"],
+                    &env,
+                    Some(&log_path),
+                )),
+            }
         })
-        .await?
+        .await??
     };
     let api = Api::new(&server.base_url, &key)?;
     wait_for_key(&api).await?;
@@ -386,6 +395,45 @@ async fn start_bench(
         api,
         payment_methods,
     })
+}
+
+/// `calmony serve` from another binary (a baseline), as [`Server::spawn_with_log`] starts
+/// this build's: on a free port, killed when dropped.
+fn serve_with(
+    binary: &Path,
+    database_url: &str,
+    env: &[(&str, &str)],
+    log_path: &Path,
+) -> BenchResult<Server> {
+    use std::io::BufRead;
+    let mut command = std::process::Command::new(binary);
+    command
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .env("DATABASE_URL", database_url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(log_path)?);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn()?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let base_url = loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                if let Some(url) = line.strip_prefix("listening on ") {
+                    break url.trim().to_string();
+                }
+            }
+            _ => {
+                let _ = child.kill();
+                return Err(format!("{} exited before listening", binary.display()).into());
+            }
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Ok(Server { child, base_url })
 }
 
 fn create_key(database_url: &str) -> BenchResult<String> {
@@ -492,21 +540,54 @@ async fn charges_section(summary: &mut Vec<SummaryRow>) -> BenchResult<()> {
          next charge when the last one answered), {WARMUP_SECONDS} s warm-up + \
          {MEASURE_SECONDS} s per level"
     );
+    // Each server on a fresh database of its own; a baseline (when named) and this build are
+    // measured one after the other at every level, between the same pgbench runs.
+    let mut servers: Vec<(&str, Bench)> = Vec::new();
+    if let Some(baseline) = std::env::var_os(BASELINE_VARIABLE).map(PathBuf::from) {
+        println!(
+            "   baseline ({BASELINE_VARIABLE}): {}, measured alternately with this build",
+            baseline.display()
+        );
+        println!(
+            "   both servers with CALMONY_DB_MAX_CONNECTIONS={COMPARED_MAX_CONNECTIONS}, so that \
+             two pools and pgbench fit in the server's connections"
+        );
+        servers.push((
+            "base",
+            start_bench("warn", "baseline", &[], Some(&baseline), COMPARED_ENV).await?,
+        ));
+    }
     let setup_started = Instant::now();
-    let bench = start_bench("warn", "charges", &[]).await?;
+    let server_env = if servers.is_empty() {
+        &[][..]
+    } else {
+        COMPARED_ENV
+    };
+    servers.push((
+        "ours",
+        start_bench("warn", "charges", &[], None, server_env).await?,
+    ));
+    let compared = servers.len() > 1;
+    for (name, bench) in &servers {
+        println!(
+            "   {name}: server {} on {}, {} payment methods attached; server log (removed at the end if empty): {}",
+            bench.server.base_url,
+            bench.database.url,
+            bench.payment_methods.len(),
+            bench.log_path.display()
+        );
+    }
     println!(
-        "   server {} on {}, {} payment methods attached in {:.1} s; server log (removed at the end if empty): {}",
-        bench.server.base_url,
-        bench.database.url,
-        bench.payment_methods.len(),
-        setup_started.elapsed().as_secs_f64(),
-        bench.log_path.display()
+        "   set up in {:.1} s",
+        setup_started.elapsed().as_secs_f64()
     );
-    let shape = describe_one_charge(&bench).await?;
-    let mut log_offset = 0;
-    let (setup_warnings, offset) = server_log_since(&bench.log_path, log_offset);
-    log_offset = offset;
-    print_warnings("setup", &setup_warnings);
+    let shape = describe_one_charge(&servers[servers.len() - 1].1).await?;
+    let mut log_offsets = vec![0; servers.len()];
+    for (index, (name, bench)) in servers.iter().enumerate() {
+        let (setup_warnings, offset) = server_log_since(&bench.log_path, log_offsets[index]);
+        log_offsets[index] = offset;
+        print_warnings(&format!("{name} setup"), &setup_warnings);
+    }
 
     let ledger_script = write_script("ledger-command", &ledger_pgbench_script()?)?;
     let charge_script = write_script("charge-writes", &shape.pgbench_script)?;
@@ -527,8 +608,9 @@ async fn charges_section(summary: &mut Vec<SummaryRow>) -> BenchResult<()> {
         shape.summary
     );
     println!(
-        "   {:>3} | {:>10} | {:>7} | {:>7} | {:>7} | {:>19} | {:>19} | {:>11} | {:>8} | {:>5}",
+        "   {:>3} | {:>4} | {:>10} | {:>7} | {:>7} | {:>7} | {:>19} | {:>19} | {:>11} | {:>8} | {:>5}",
         "c",
+        "srv",
         "charges/s",
         "p50 ms",
         "p99 ms",
@@ -539,8 +621,15 @@ async fn charges_section(summary: &mut Vec<SummaryRow>) -> BenchResult<()> {
         "/charge-w",
         "load"
     );
-    let mut best_rate: f64 = 0.0;
-    for concurrency in CONCURRENCY_LEVELS {
+    let mut best_rates: Vec<f64> = vec![0.0; servers.len()];
+    let levels: Vec<usize> = match std::env::var(LEVELS_VARIABLE) {
+        Ok(levels) => levels
+            .split(',')
+            .map(|level| level.trim().parse::<usize>())
+            .collect::<Result<_, _>>()?,
+        Err(_) => CONCURRENCY_LEVELS.to_vec(),
+    };
+    for (level_index, concurrency) in levels.into_iter().enumerate() {
         let pgbench_database = TestDatabase::new().await;
         let ledger_first = run_pgbench(&pgbench_database.url, &ledger_script, concurrency, 1)
             .await?
@@ -548,23 +637,34 @@ async fn charges_section(summary: &mut Vec<SummaryRow>) -> BenchResult<()> {
         let charge_first = run_pgbench(&pgbench_database.url, &charge_script, concurrency, 2)
             .await?
             .transactions_per_second;
-        closed_loop(
-            &bench,
-            concurrency,
-            Duration::from_secs(WARMUP_SECONDS),
-            &format!("warm{concurrency}"),
-        )
-        .await?;
-        let cpu_before = CpuSample::take(bench.server.child.id());
-        let measured = closed_loop(
-            &bench,
-            concurrency,
-            Duration::from_secs(MEASURE_SECONDS),
-            &format!("run{concurrency}"),
-        )
-        .await?;
-        let cpu = CpuSample::take(bench.server.child.id()).since(&cpu_before, measured.charges);
-        let load = load_average();
+        // The server measured second pays for the first's aftermath (autovacuum of its
+        // fresh rows, mostly): the order alternates from level to level.
+        let mut order: Vec<usize> = (0..servers.len()).collect();
+        if level_index % 2 == 1 {
+            order.reverse();
+        }
+        let mut measurements = Vec::new();
+        for &index in &order {
+            let bench = &servers[index].1;
+            closed_loop(
+                bench,
+                concurrency,
+                Duration::from_secs(WARMUP_SECONDS),
+                &format!("warm{concurrency}"),
+            )
+            .await?;
+            let cpu_before = CpuSample::take(bench.server.child.id());
+            let measured = closed_loop(
+                bench,
+                concurrency,
+                Duration::from_secs(MEASURE_SECONDS),
+                &format!("run{concurrency}"),
+            )
+            .await?;
+            let cpu = CpuSample::take(bench.server.child.id()).since(&cpu_before, measured.charges);
+            measurements.push((index, measured, cpu, load_average()));
+        }
+        measurements.sort_by_key(|(index, ..)| *index);
         let charge_second = run_pgbench(&pgbench_database.url, &charge_script, concurrency, 3)
             .await?
             .transactions_per_second;
@@ -573,110 +673,127 @@ async fn charges_section(summary: &mut Vec<SummaryRow>) -> BenchResult<()> {
         close(pgbench_database).await;
         let ledger = (ledger_first + ledger_second.transactions_per_second) / 2.0;
         let charge_writes = (charge_first + charge_second) / 2.0;
-        let rate = measured.charges_per_second();
-        best_rate = best_rate.max(rate);
-        let ratio = rate / ledger;
-        let charge_ratio = rate / charge_writes;
-        println!(
-            "   {concurrency:>3} | {rate:>10.1} | {:>7.2} | {:>7.2} | {:>7.2} | {:>19} | {:>19} | \
-             {ratio:>11.3} | {charge_ratio:>8.3} | {load:>5}",
-            millis(measured.latency.value_at_quantile(0.5)),
-            millis(measured.latency.value_at_quantile(0.99)),
-            millis(measured.latency.max()),
-            format!(
-                "{ledger:.0} ({ledger_first:.0}, {:.0})",
-                ledger_second.transactions_per_second
-            ),
-            format!("{charge_writes:.0} ({charge_first:.0}, {charge_second:.0})"),
-        );
-        println!("        {cpu}");
-        println!("        pgbench: {}", ledger_second.command);
-        if measured.failed > 0 {
+        for ((name, bench), (index, measured, cpu, load)) in servers.iter().zip(measurements) {
+            let rate = measured.charges_per_second();
+            best_rates[index] = best_rates[index].max(rate);
+            let ratio = rate / ledger;
+            let charge_ratio = rate / charge_writes;
             println!(
-                "        warning: {} charges failed; first answers: {:?}",
-                measured.failed, measured.errors
-            );
-        }
-        let (warnings, offset) = server_log_since(&bench.log_path, log_offset);
-        log_offset = offset;
-        print_warnings(&format!("c={concurrency}"), &warnings);
-        summary.push(SummaryRow::new(
-            format!("c={concurrency}: charges/s (p50/p99; cpu/charge calmony+pg)"),
-            format!(
-                "{rate:.1} ({:.1}/{:.1} ms; {:.1}+{:.1} ms), load {load}",
+                "   {concurrency:>3} | {name:>4} | {rate:>10.1} | {:>7.2} | {:>7.2} | {:>7.2} | {:>19} | {:>19} | \
+                 {ratio:>11.3} | {charge_ratio:>8.3} | {load:>5}",
                 millis(measured.latency.value_at_quantile(0.5)),
                 millis(measured.latency.value_at_quantile(0.99)),
-                cpu.server_ms,
-                cpu.postgres_ms
-            ),
-        ));
-        summary.push(
-            SummaryRow::new(
-                format!("c={concurrency}: charges/s / pgbench ledger tps (3-event txn)"),
-                format!("{rate:.1} / {ledger:.0} = {ratio:.3}"),
-            )
-            .with_target(format!("ratio >= {RATIO_TARGET}"), ratio >= RATIO_TARGET),
-        );
-        summary.push(SummaryRow::new(
-            format!("c={concurrency}: charges/s / pgbench charge-writes tps"),
-            format!("{rate:.1} / {charge_writes:.0} = {charge_ratio:.3}"),
-        ));
+                millis(measured.latency.max()),
+                format!(
+                    "{ledger:.0} ({ledger_first:.0}, {:.0})",
+                    ledger_second.transactions_per_second
+                ),
+                format!("{charge_writes:.0} ({charge_first:.0}, {charge_second:.0})"),
+            );
+            println!("        {cpu}");
+            if measured.failed > 0 {
+                println!(
+                    "        warning: {} charges failed; first answers: {:?}",
+                    measured.failed, measured.errors
+                );
+            }
+            let (warnings, offset) = server_log_since(&bench.log_path, log_offsets[index]);
+            log_offsets[index] = offset;
+            print_warnings(&format!("{name} c={concurrency}"), &warnings);
+            let who = if compared {
+                format!("{name} ")
+            } else {
+                String::new()
+            };
+            summary.push(SummaryRow::new(
+                format!("{who}c={concurrency}: charges/s (p50/p99; cpu/charge calmony+pg)"),
+                format!(
+                    "{rate:.1} ({:.1}/{:.1} ms; {:.1}+{:.1} ms), load {load}",
+                    millis(measured.latency.value_at_quantile(0.5)),
+                    millis(measured.latency.value_at_quantile(0.99)),
+                    cpu.server_ms,
+                    cpu.postgres_ms
+                ),
+            ));
+            summary.push(
+                SummaryRow::new(
+                    format!("{who}c={concurrency}: charges/s / pgbench ledger tps (3-event txn)"),
+                    format!("{rate:.1} / {ledger:.0} = {ratio:.3}"),
+                )
+                .with_target(format!("ratio >= {RATIO_TARGET}"), ratio >= RATIO_TARGET),
+            );
+            summary.push(SummaryRow::new(
+                format!("{who}c={concurrency}: charges/s / pgbench charge-writes tps"),
+                format!("{rate:.1} / {charge_writes:.0} = {charge_ratio:.3}"),
+            ));
+        }
+        println!("        pgbench: {}", ledger_second.command);
     }
 
-    let rate = best_rate * OPEN_LOOP_FRACTION;
-    println!(
-        "\n== Open loop: charges arriving at a fixed {rate:.1}/s ({:.0}% of the best {best_rate:.1}/s), \
-         {OPEN_LOOP_WARMUP_SECONDS} s warm-up + {OPEN_LOOP_SECONDS} s; latency from each charge's \
-         scheduled start (a late start counts against it)",
-        OPEN_LOOP_FRACTION * 100.0
-    );
-    open_loop(
-        &bench,
-        rate,
-        Duration::from_secs(OPEN_LOOP_WARMUP_SECONDS),
-        "openwarm",
-    )
-    .await?;
-    let cpu_before = CpuSample::take(bench.server.child.id());
-    let open = open_loop(&bench, rate, Duration::from_secs(OPEN_LOOP_SECONDS), "open").await?;
-    let cpu = CpuSample::take(bench.server.child.id()).since(&cpu_before, open.sent);
-    let load = load_average();
-    let p50 = millis(open.latency.value_at_quantile(0.5));
-    let p99 = millis(open.latency.value_at_quantile(0.99));
-    println!(
-        "   sent {} in {:.1} s ({:.1}/s), {} failed, at most {} in flight; from scheduled start: \
-         p50 {p50:.2} ms, p90 {:.2} ms, p99 {p99:.2} ms, max {:.2} ms; from send: p50 {:.2} ms, \
-         p99 {:.2} ms; load average {load}",
-        open.sent,
-        open.elapsed.as_secs_f64(),
-        open.sent as f64 / open.elapsed.as_secs_f64(),
-        open.failed,
-        open.max_in_flight,
-        millis(open.latency.value_at_quantile(0.9)),
-        millis(open.latency.max()),
-        millis(open.service.value_at_quantile(0.5)),
-        millis(open.service.value_at_quantile(0.99)),
-    );
-    println!("   {cpu}");
-    if open.failed > 0 {
-        println!("   warning: first failed answers: {:?}", open.errors);
-    }
-    let (warnings, _) = server_log_since(&bench.log_path, log_offset);
-    print_warnings("open loop", &warnings);
-    summary.push(
-        SummaryRow::new(
-            format!("open loop {rate:.1}/s (50% of {best_rate:.1}): p50 / p99"),
-            format!(
-                "{p50:.2} / {p99:.2} ms ({:.1}+{:.1} ms cpu), load {load}",
-                cpu.server_ms, cpu.postgres_ms
-            ),
+    for (index, (name, bench)) in servers.iter().enumerate() {
+        let best_rate = best_rates[index];
+        let rate = best_rate * OPEN_LOOP_FRACTION;
+        println!(
+            "\n== Open loop ({name}): charges arriving at a fixed {rate:.1}/s ({:.0}% of its best {best_rate:.1}/s), \
+             {OPEN_LOOP_WARMUP_SECONDS} s warm-up + {OPEN_LOOP_SECONDS} s; latency from each charge's \
+             scheduled start (a late start counts against it)",
+            OPEN_LOOP_FRACTION * 100.0
+        );
+        open_loop(
+            bench,
+            rate,
+            Duration::from_secs(OPEN_LOOP_WARMUP_SECONDS),
+            "openwarm",
         )
-        .with_target(
-            format!("p99 < {OPEN_LOOP_P99_TARGET_MS} ms"),
-            p99 < OPEN_LOOP_P99_TARGET_MS,
-        ),
-    );
-    stop(bench).await;
+        .await?;
+        let cpu_before = CpuSample::take(bench.server.child.id());
+        let open = open_loop(bench, rate, Duration::from_secs(OPEN_LOOP_SECONDS), "open").await?;
+        let cpu = CpuSample::take(bench.server.child.id()).since(&cpu_before, open.sent);
+        let load = load_average();
+        let p50 = millis(open.latency.value_at_quantile(0.5));
+        let p99 = millis(open.latency.value_at_quantile(0.99));
+        println!(
+            "   sent {} in {:.1} s ({:.1}/s), {} failed, at most {} in flight; from scheduled start: \
+             p50 {p50:.2} ms, p90 {:.2} ms, p99 {p99:.2} ms, max {:.2} ms; from send: p50 {:.2} ms, \
+             p99 {:.2} ms; load average {load}",
+            open.sent,
+            open.elapsed.as_secs_f64(),
+            open.sent as f64 / open.elapsed.as_secs_f64(),
+            open.failed,
+            open.max_in_flight,
+            millis(open.latency.value_at_quantile(0.9)),
+            millis(open.latency.max()),
+            millis(open.service.value_at_quantile(0.5)),
+            millis(open.service.value_at_quantile(0.99)),
+        );
+        println!("   {cpu}");
+        if open.failed > 0 {
+            println!("   warning: first failed answers: {:?}", open.errors);
+        }
+        let (warnings, _) = server_log_since(&bench.log_path, log_offsets[index]);
+        print_warnings(&format!("{name} open loop"), &warnings);
+        let who = if compared {
+            format!("{name} ")
+        } else {
+            String::new()
+        };
+        summary.push(
+            SummaryRow::new(
+                format!("{who}open loop {rate:.1}/s (50% of {best_rate:.1}): p50 / p99"),
+                format!(
+                    "{p50:.2} / {p99:.2} ms ({:.1}+{:.1} ms cpu), load {load}",
+                    cpu.server_ms, cpu.postgres_ms
+                ),
+            )
+            .with_target(
+                format!("p99 < {OPEN_LOOP_P99_TARGET_MS} ms"),
+                p99 < OPEN_LOOP_P99_TARGET_MS,
+            ),
+        );
+    }
+    for (_, bench) in servers {
+        stop(bench).await;
+    }
     Ok(())
 }
 
@@ -1181,7 +1298,7 @@ async fn profile_section() -> BenchResult<()> {
          logging slows it down, so read the counts and shares, not the absolute times"
     );
     println!("   reproduce: {BENCH_COMMAND} -- profile");
-    let bench = start_bench(PROFILE_LOG_FILTER, "profile", &[]).await?;
+    let bench = start_bench(PROFILE_LOG_FILTER, "profile", &[], None, &[]).await?;
     for concurrency in [1, WHAT_IF_CONCURRENCY] {
         let (_, start_offset) = server_log_since(&bench.log_path, 0);
         let cpu_before = CpuSample::take(bench.server.child.id());
@@ -1217,7 +1334,7 @@ async fn profile_section() -> BenchResult<()> {
          at a time); every approved charge appends PaymentMethodTokenRefreshed to the method's \
          stream, which each later charge loads (whole) several times"
     );
-    let bench = start_bench("warn", "reuse", &[]).await?;
+    let bench = start_bench("warn", "reuse", &[], None, &[]).await?;
     let method = &bench.payment_methods[0];
     let mut first = Histogram::<u64>::new_with_bounds(1, HISTOGRAM_MAX_MICROS, 3)?;
     let mut last = Histogram::<u64>::new_with_bounds(1, HISTOGRAM_MAX_MICROS, 3)?;
@@ -1266,7 +1383,7 @@ async fn profile_section() -> BenchResult<()> {
         ("synchronous_commit=off", &["synchronous_commit = off"][..]),
         ("as is", &[][..]),
     ] {
-        let bench = start_bench("warn", "what-if", settings).await?;
+        let bench = start_bench("warn", "what-if", settings, None, &[]).await?;
         closed_loop(
             &bench,
             WHAT_IF_CONCURRENCY,

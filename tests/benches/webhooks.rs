@@ -222,20 +222,24 @@ struct Pipeline {
 }
 
 impl Pipeline {
+    /// As `calmony serve` runs them: on one runtime, so the fan-out wakes on the api
+    /// projection's commits in-process.
     fn start(database: &TestDatabase) -> Pipeline {
         let runtime = ProjectionRuntime::new(database.pool.clone());
-        let projection = tokio::spawn(async move {
-            if let Err(error) = runtime
-                .follow(Arc::new(ApiObjects::default()), 1_000, 250)
-                .await
-            {
-                eprintln!("api projection stopped: {error}");
-            }
-        });
-        let pool = database.pool.clone();
+        let projection = {
+            let runtime = runtime.clone();
+            tokio::spawn(async move {
+                if let Err(error) = runtime
+                    .follow(Arc::new(ApiObjects::default()), 1_000, 250)
+                    .await
+                {
+                    eprintln!("api projection stopped: {error}");
+                }
+            })
+        };
         let relay = tokio::spawn(async move {
-            if let Err(error) = webhook_relay::run(
-                pool,
+            if let Err(error) = webhook_relay::run_beside(
+                &runtime,
                 Arc::new(scheduler::SystemClock),
                 UrlGuard::default(),
                 RelaySettings::default(),

@@ -6,7 +6,33 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+/// Variables cargo sets for a test or bench it runs, besides `CARGO_PKG_*` and
+/// `CARGO_MANIFEST_*`.
+const CARGO_RUN_VARIABLES: [&str; 6] = [
+    "CARGO_CRATE_NAME",
+    "CARGO_BIN_NAME",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_TARGET_TMPDIR",
+    "CARGO_RUSTC_CURRENT_DIR",
+    "OUT_DIR",
+];
+
+/// Whether a variable was set by cargo for this test or bench process, as opposed to by the
+/// shell it was started from.
+fn set_by_cargo_for_this_run(name: &str) -> bool {
+    name.starts_with("CARGO_PKG_")
+        || name.starts_with("CARGO_MANIFEST_")
+        || name.starts_with("CARGO_BIN_EXE_")
+        || CARGO_RUN_VARIABLES.contains(&name)
+}
+
 /// The `calmony` binary of this build, built on first use.
+///
+/// The nested `cargo build` runs with the environment a shell has, not the one cargo gave
+/// this process (`CARGO_PKG_NAME`, `CARGO_MANIFEST_DIR`, `OUT_DIR`, …): ring's build script
+/// tracks some of those (`rerun-if-env-changed`), so passing them on would make the nested
+/// build and the next `cargo test`/`cargo bench` each find ring, and everything above it,
+/// stale and rebuild it, minutes every run.
 pub fn calmony_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
@@ -19,6 +45,12 @@ pub fn calmony_binary() -> &'static Path {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = Command::new(cargo);
         build.args(["build", "-p", "calmony", "--bin", "calmony"]);
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if set_by_cargo_for_this_run(&name) {
+                build.env_remove(name.as_ref());
+            }
+        }
         if profile_dir
             .file_name()
             .is_some_and(|name| name == "release")
