@@ -64,7 +64,9 @@ async fn a_projection_killed_again_and_again_ends_exactly_once() {
                 "--only",
                 "stream_index",
                 "--batch-events",
-                "37",
+                // Small batches: many commits, so the kills land mid-way however fast the
+                // follower reads.
+                "5",
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -76,7 +78,7 @@ async fn a_projection_killed_again_and_again_ends_exactly_once() {
     let mut progress_seen = Vec::new();
     while applied(&db).await < total * 3 / 4 && kills < 40 {
         let mut child = runner();
-        let pause_ms = rand::rng().random_range(150..600);
+        let pause_ms = rand::rng().random_range(100..400);
         tokio::time::sleep(Duration::from_millis(pause_ms)).await;
         kill_hard(&mut child);
         kills += 1;
