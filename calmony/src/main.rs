@@ -10,6 +10,7 @@ mod projections_cli;
 mod projects_cli;
 mod reports_cli;
 mod serve;
+mod settlements_cli;
 mod webhooks_cli;
 
 use clap::{Parser, Subcommand};
@@ -44,6 +45,16 @@ enum Command {
         )]
         addr: std::net::SocketAddr,
     },
+    /// The Griffin simulator alone (accounts, transactions, webhooks, `/_simulator/` credits),
+    /// as a process. Prints its account URLs and API key, then `listening on <url>`.
+    GriffinSim {
+        #[arg(
+            long,
+            env = "CALMONY_GRIFFIN_SIM_ADDR",
+            default_value = "127.0.0.1:8082"
+        )]
+        addr: std::net::SocketAddr,
+    },
     /// Apply the database migrations and exit.
     Migrate,
     /// Read models: status, rebuild, or run them without the HTTP server.
@@ -69,6 +80,9 @@ enum Command {
     /// Subscriptions' timed work: renewals, dunning retries, expiries.
     #[command(subcommand)]
     Billing(billing_cli::BillingCommand),
+    /// Settlement to Griffin: reconcile now, or list settlements and unexpected credits.
+    #[command(subcommand)]
+    Settlements(settlements_cli::SettlementsCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -108,10 +122,15 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     if let Command::CardstreamSim { addr } = command {
         return serve::cardstream_simulator(addr).await;
     }
+    if let Command::GriffinSim { addr } = command {
+        return settlements_cli::griffin_simulator(addr).await;
+    }
     let database = Database::open(&cli.database.settings()).await?;
     let outcome = match command {
         Command::Serve(args) => serve::serve(&database, *args).await,
-        Command::CardstreamSim { .. } => Ok(std::process::ExitCode::SUCCESS),
+        Command::CardstreamSim { .. } | Command::GriffinSim { .. } => {
+            Ok(std::process::ExitCode::SUCCESS)
+        }
         Command::Migrate => {
             eprintln!("migrations applied");
             Ok(std::process::ExitCode::SUCCESS)
@@ -123,6 +142,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Keys(command) => projects_cli::run_keys(&database, command).await,
         Command::Webhooks(command) => webhooks_cli::run(&database, command).await,
         Command::Billing(command) => billing_cli::run(&database, command).await,
+        Command::Settlements(command) => settlements_cli::run(&database, command).await,
         Command::Reports(command) => reports_cli::run(&database, command).await,
     };
     // A managed server stops with us; an external one is left alone.

@@ -19,6 +19,7 @@ use read_api::http::rate_limit::RateLimitDefaults;
 use scheduler::sealer::SealerSettings;
 
 use crate::gateway_config::{client_config, GatewayArgs};
+use crate::settlements_cli::GriffinArgs;
 use crate::webhooks_cli::RelayArgs;
 
 #[derive(Debug, Clone, Args)]
@@ -79,6 +80,10 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub gateway: GatewayArgs,
+
+    /// Griffin (settlement reconciliation, and `POST /webhooks/griffin`), when configured.
+    #[command(flatten)]
+    pub griffin: GriffinArgs,
 }
 
 impl ServeArgs {
@@ -232,6 +237,21 @@ pub async fn serve(database: &Database, args: ServeArgs) -> anyhow::Result<ExitC
             public_url: public_url.clone(),
         },
     );
+    // Settlements: a reconciliation pass every interval, and at once on a verified Griffin
+    // webhook announcing a transaction.
+    let app = match args.griffin.client()? {
+        Some(client) => {
+            let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+            workers.spawn(scheduler::settlements::run(
+                crate::settlements_cli::reconciler(pool.clone(), client.clone(), &args.griffin),
+                std::time::Duration::from_secs(args.griffin.settlement_interval_seconds),
+                wake.clone(),
+            ));
+            let verifier = std::sync::Arc::new(griffin::WebhookVerifier::new(client));
+            app.merge(crate::settlements_cli::webhook_router(verifier, wake))
+        }
+        None => app,
+    };
     tracing::info!(addr = %local, "calmony listening");
     // Tests and scripts read this line to find the port when --addr ends in :0.
     println!("listening on http://{local}");

@@ -13,6 +13,7 @@ pub mod operators;
 pub mod payments;
 pub mod project_settings;
 pub mod replay;
+pub mod settlements;
 pub mod unit;
 
 pub use execute::{CommandBus, CommandError, Executed};

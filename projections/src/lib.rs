@@ -17,6 +17,7 @@ pub mod journal;
 pub mod operators;
 pub mod revenue;
 pub mod runtime;
+pub mod settlements;
 pub mod stream_index;
 pub mod stripe;
 
@@ -34,6 +35,7 @@ pub fn all(public_url: &str) -> Vec<Arc<dyn Projection>> {
         Arc::new(billing_schedule::BillingSchedule),
         Arc::new(operators::Operators),
         Arc::new(dashboard::Dashboard::default()),
+        Arc::new(settlements::Settlements::default()),
         Arc::new(journal::Journal::default()),
     ]
 }
