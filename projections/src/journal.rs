@@ -631,10 +631,10 @@ impl Projection for Journal {
             if let Decoded::Intent(intent_event) = payload {
                 match intent_event {
                     PaymentIntentEvent::ChargeSucceeded { .. }
-                    | PaymentIntentEvent::ChargeAuthorized { .. } => {
-                        if !memory.intents.contains_key(&event.aggregate_id) {
-                            new_intents.push(event.aggregate_id.clone());
-                        }
+                    | PaymentIntentEvent::ChargeAuthorized { .. }
+                        if !memory.intents.contains_key(&event.aggregate_id) =>
+                    {
+                        new_intents.push(event.aggregate_id.clone());
                     }
                     PaymentIntentEvent::RefundStarted { refund_id, .. } => {
                         new_refunds.push(refund_id.clone())
