@@ -4,6 +4,7 @@ use cqrs_es::Aggregate;
 use domain::customer::Customer;
 use domain::invoice::Invoice;
 use domain::invoice_item::InvoiceItem;
+use domain::operator::Operator;
 use domain::payment_intent::PaymentIntent;
 use domain::payment_method::PaymentMethod;
 use domain::price::Price;
@@ -30,6 +31,7 @@ pub const KNOWN_TYPES: &[&str] = &[
     Customer::TYPE,
     Invoice::TYPE,
     InvoiceItem::TYPE,
+    Operator::TYPE,
     PaymentIntent::TYPE,
     PaymentMethod::TYPE,
     Price::TYPE,
@@ -53,6 +55,7 @@ pub async fn replay(
         Customer::TYPE => state_of::<Customer>(bus, aggregate_id, as_of).await,
         Invoice::TYPE => state_of::<Invoice>(bus, aggregate_id, as_of).await,
         InvoiceItem::TYPE => state_of::<InvoiceItem>(bus, aggregate_id, as_of).await,
+        Operator::TYPE => state_of::<Operator>(bus, aggregate_id, as_of).await,
         PaymentIntent::TYPE => state_of::<PaymentIntent>(bus, aggregate_id, as_of).await,
         PaymentMethod::TYPE => state_of::<PaymentMethod>(bus, aggregate_id, as_of).await,
         Price::TYPE => state_of::<Price>(bus, aggregate_id, as_of).await,
