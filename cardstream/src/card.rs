@@ -169,6 +169,23 @@ impl CardBrand {
         }
     }
 
+    /// The brand a result's `cardScheme` names (the hosted page took the number, so the
+    /// merchant only sees the scheme).
+    pub fn from_scheme_name(name: &str) -> Self {
+        [
+            Self::Visa,
+            Self::Mastercard,
+            Self::Amex,
+            Self::Maestro,
+            Self::Jcb,
+            Self::Diners,
+            Self::Discover,
+        ]
+        .into_iter()
+        .find(|brand| brand.scheme_name().eq_ignore_ascii_case(name.trim()))
+        .unwrap_or(Self::Unknown)
+    }
+
     /// The gateway's `cardScheme` name.
     pub fn scheme_name(self) -> &'static str {
         match self {

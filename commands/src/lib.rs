@@ -6,6 +6,7 @@
 //! or HTTP: a command is decided on the stream's own events, never on a read model.
 
 pub mod billing;
+pub mod checkout;
 pub mod execute;
 pub mod idempotency;
 pub mod ids;

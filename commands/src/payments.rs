@@ -15,7 +15,7 @@ use cardstream::{
 use cqrs_es::Aggregate;
 use domain::customer::Metadata;
 use domain::payment_intent::{
-    CaptureMethod, ChargeOutcome, IntentStatus, PaymentIntent, PaymentIntentCommand,
+    CaptureMethod, ChargeOutcome, IntentStatus, NewIntent, PaymentIntent, PaymentIntentCommand,
     PaymentIntentError,
 };
 use domain::payment_method::{
@@ -191,6 +191,69 @@ impl PaymentService {
 
     pub fn bus(&self) -> &CommandBus {
         &self.bus
+    }
+
+    /// Where browsers reach this server (hosted pages, 3-D Secure returns).
+    pub fn public_url(&self) -> &str {
+        &self.gateways.public_url
+    }
+
+    /// The gateway client of a mode (the hosted checkout builds its signed forms with it).
+    pub fn gateway(&self, livemode: bool) -> Result<&Client, PaymentError> {
+        self.gateways.for_mode(livemode)
+    }
+
+    /// Records a sale the cardholder already made on the gateway's hosted payment page: the
+    /// intent, its attempt (named by the hosted request's `transactionUnique`) and the
+    /// approved outcome, with what it means for billing, in one transaction.
+    pub async fn record_hosted_sale(
+        &self,
+        actor: &Actor,
+        intent: NewIntent,
+        transaction_unique: &str,
+        outcome: ChargeOutcome,
+    ) -> Result<Vec<event_store::store::Appended>, PaymentError> {
+        let intent_id = intent.payment_intent_id.clone();
+        let charge_id = ids::new_id("ch");
+        let at = intent.at;
+        let rule = |error: PaymentIntentError| PaymentError::InvalidRequest(error.to_string());
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut unit = self.bus.unit(&actor.metadata()).await?;
+            unit.decide::<PaymentIntent>(&intent_id, PaymentIntentCommand::Create(intent.clone()))
+                .await?
+                .map_err(rule)?;
+            unit.decide::<PaymentIntent>(
+                &intent_id,
+                PaymentIntentCommand::Confirm {
+                    payment_method: intent.payment_method.clone(),
+                    charge_id: charge_id.clone(),
+                    transaction_unique: transaction_unique.to_string(),
+                    at,
+                },
+            )
+            .await?
+            .map_err(rule)?;
+            let events = unit
+                .decide::<PaymentIntent>(
+                    &intent_id,
+                    PaymentIntentCommand::RecordChargeOutcome {
+                        charge_id: charge_id.clone(),
+                        outcome: outcome.clone(),
+                        at,
+                    },
+                )
+                .await?
+                .map_err(rule)?;
+            let state = unit.load::<PaymentIntent>(&intent_id).await?.clone();
+            crate::billing::react_to_intent(&mut unit, actor, &state, &events).await?;
+            match unit.commit().await {
+                Ok(appended) => return Ok(appended),
+                Err(UnitError::Conflict) if attempt < MAX_UNIT_ATTEMPTS => back_off(attempt).await,
+                Err(error) => return Err(PaymentError::from(error)),
+            }
+        }
     }
 
     /// Loads an aggregate of this project and mode; anything else is "not found", so one

@@ -4,6 +4,7 @@
 //! Pure: no I/O, no clock, no randomness. Time and ids come in with the command. Must never
 //! depend on sqlx, tokio, axum, reqwest or any crate that touches the outside world.
 
+pub mod checkout_session;
 pub mod clearable;
 pub mod customer;
 pub mod invoice;

@@ -1,6 +1,6 @@
 //! The API's read model: every Stripe object (customers, payment methods, payment intents,
 //! charges, refunds, webhook endpoints, the billing catalog in [`catalog`], invoices,
-//! invoice items, subscriptions and test clocks in [`billing`]) as it is now, and every Stripe event with `data.object` as it was at
+//! invoice items, subscriptions and test clocks in [`billing`], checkout sessions in [`checkout`]) as it is now, and every Stripe event with `data.object` as it was at
 //! that event. `/v1` reads answer from here, never from the log.
 //!
 //! It folds each stream's events through the domain aggregate's own `apply` (the state is
@@ -9,11 +9,13 @@
 
 mod billing;
 mod catalog;
+mod checkout;
 
 use std::collections::HashMap;
 
 use cqrs_es::persist::EventUpcaster;
 use cqrs_es::Aggregate;
+use domain::checkout_session::CheckoutSession;
 use domain::customer::{Customer, CustomerEvent};
 use domain::invoice::Invoice;
 use domain::invoice_item::InvoiceItem;
@@ -100,6 +102,7 @@ enum State {
     InvoiceItem(InvoiceItem),
     Subscription(Subscription),
     TestClock(TestClock),
+    CheckoutSession(CheckoutSession),
 }
 
 impl State {
@@ -116,6 +119,7 @@ impl State {
             InvoiceItem::TYPE => Some(State::InvoiceItem(InvoiceItem::default())),
             Subscription::TYPE => Some(State::Subscription(Subscription::default())),
             TestClock::TYPE => Some(State::TestClock(TestClock::default())),
+            CheckoutSession::TYPE => Some(State::CheckoutSession(CheckoutSession::default())),
             _ => None,
         }
     }
@@ -133,6 +137,7 @@ impl State {
             InvoiceItem::TYPE => Some(State::InvoiceItem(serde_json::from_value(state)?)),
             Subscription::TYPE => Some(State::Subscription(serde_json::from_value(state)?)),
             TestClock::TYPE => Some(State::TestClock(serde_json::from_value(state)?)),
+            CheckoutSession::TYPE => Some(State::CheckoutSession(serde_json::from_value(state)?)),
             _ => None,
         })
     }
@@ -150,6 +155,7 @@ impl State {
             State::InvoiceItem(state) => serde_json::to_value(state),
             State::Subscription(state) => serde_json::to_value(state),
             State::TestClock(state) => serde_json::to_value(state),
+            State::CheckoutSession(state) => serde_json::to_value(state),
         }
     }
 }
@@ -656,6 +662,12 @@ CREATE INDEX stripe_events_by_position ON stripe_events (position);"
                     decode(event, &self.upcasters)?,
                 ),
                 State::TestClock(state) => billing::project_test_clock(
+                    &mut changes,
+                    &context,
+                    state,
+                    decode(event, &self.upcasters)?,
+                ),
+                State::CheckoutSession(state) => checkout::project_checkout_session(
                     &mut changes,
                     &context,
                     state,

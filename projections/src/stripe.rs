@@ -12,11 +12,16 @@ use sha2::{Digest, Sha256};
 
 mod billing;
 mod catalog;
+mod checkout;
 pub use billing::{
     hosted_invoice_url, invoice, invoice_item, invoice_line, invoice_lines, invoice_pdf_url,
     subscription, test_clock, TEST_CLOCK_OBJECT,
 };
 pub use catalog::{price, product, tax_rate};
+pub use checkout::{
+    checkout_line_item, checkout_line_items, checkout_session, checkout_url,
+    CHECKOUT_SESSION_OBJECT,
+};
 
 pub const API_VERSION: &str = "2026-10-28.endive";
 
@@ -27,6 +32,8 @@ pub const EVENT_TYPES: &[&str] = &[
     "charge.failed",
     "charge.refunded",
     "charge.succeeded",
+    "checkout.session.completed",
+    "checkout.session.expired",
     "customer.created",
     "customer.deleted",
     "customer.subscription.created",

@@ -49,6 +49,13 @@ pub fn router(state: ApiState, settings: ServerSettings) -> Router {
         // Hosted invoices: the token in the URL is the capability.
         .route("/invoices/{token}", get(pages::invoices::page))
         .route("/invoices/{token}/pdf", get(pages::invoices::pdf))
+        // Hosted checkout: the session id is the capability; the return is trusted only
+        // when the gateway signed it for that session.
+        .route("/checkout/{id}", get(pages::checkout::page))
+        .route(
+            "/checkout/{id}/return",
+            get(pages::checkout::finish).post(pages::checkout::finish),
+        )
         .merge(api)
         .with_state(state)
         // Operators, signed in with a session cookie (pages::dashboard).

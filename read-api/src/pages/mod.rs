@@ -2,6 +2,7 @@
 //! page carries a per-response CSP nonce; scripts are constants.
 
 pub mod authenticate;
+pub mod checkout;
 pub mod dashboard;
 pub mod invoices;
 

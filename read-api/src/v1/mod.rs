@@ -2,6 +2,7 @@
 //! the API read model.
 
 pub mod billing_write;
+pub mod checkout_sessions;
 pub mod customers;
 pub mod events;
 pub mod invoice_items;
@@ -155,6 +156,32 @@ pub fn routes() -> Router<ApiState> {
         .merge(catalog_routes())
         .merge(invoice_routes())
         .merge(subscription_routes())
+        .merge(checkout_routes())
+}
+
+/// Checkout Sessions and their test helper.
+fn checkout_routes() -> Router<ApiState> {
+    Router::new()
+        .route(
+            "/v1/checkout/sessions",
+            post(checkout_sessions::create).get(checkout_sessions::list),
+        )
+        .route(
+            "/v1/checkout/sessions/{id}",
+            get(checkout_sessions::retrieve),
+        )
+        .route(
+            "/v1/checkout/sessions/{id}/expire",
+            post(checkout_sessions::expire),
+        )
+        .route(
+            "/v1/checkout/sessions/{id}/line_items",
+            get(checkout_sessions::line_items),
+        )
+        .route(
+            "/v1/test_helpers/checkout/sessions/{id}/complete",
+            post(checkout_sessions::complete_for_test),
+        )
 }
 
 /// Subscriptions and test clocks.

@@ -71,7 +71,7 @@ fn render(price: &Price, livemode: bool) -> StoredResponse {
     json_response(200, &stripe::price(price, livemode))
 }
 
-fn take_currency(params: &mut Params) -> Result<Option<Currency>, ApiError> {
+pub(crate) fn take_currency(params: &mut Params) -> Result<Option<Currency>, ApiError> {
     let Some(code) = params.take_string("currency")? else {
         return Ok(None);
     };
@@ -85,7 +85,7 @@ fn take_currency(params: &mut Params) -> Result<Option<Currency>, ApiError> {
 
 /// `recurring[interval]`, `recurring[interval_count]` (default 1), `recurring[usage_type]`
 /// (`licensed` only).
-fn take_recurring(params: &mut Params) -> Result<Option<Recurring>, ApiError> {
+pub(crate) fn take_recurring(params: &mut Params) -> Result<Option<Recurring>, ApiError> {
     let Some(mut recurring) = params.take_object("recurring")? else {
         return Ok(None);
     };
