@@ -869,27 +869,35 @@ async fn write_lines(
     if lines.entry.is_empty() {
         return Ok(());
     }
-    sqlx::query(
-        "INSERT INTO lines (entry, line, project, livemode, account, currency, debit_minor, \
-             credit_minor, source_stream, source_event, occurred_at, recorded_at) \
-         SELECT * FROM UNNEST($1::bigint[], $2::smallint[], $3::text[], $4::boolean[], \
-             $5::text[], $6::text[], $7::bigint[], $8::bigint[], $9::text[], $10::text[], \
-             $11::bigint[], $12::timestamptz[])",
-    )
-    .bind(&lines.entry)
-    .bind(&lines.line)
-    .bind(&lines.project)
-    .bind(&lines.livemode)
-    .bind(&lines.account)
-    .bind(&lines.currency)
-    .bind(&lines.debit)
-    .bind(&lines.credit)
-    .bind(&lines.source_stream)
-    .bind(&lines.source_event)
-    .bind(&lines.occurred_at)
-    .bind(&lines.recorded_at)
-    .execute(&mut *connection)
-    .await?;
+    // COPY, not an INSERT: a rebuild writes well over a million lines.
+    let mut text = String::with_capacity(lines.entry.len() * 160);
+    for index in 0..lines.entry.len() {
+        use std::fmt::Write;
+        let _ = writeln!(
+            text,
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            lines.entry[index],
+            lines.line[index],
+            copy_text(&lines.project[index]),
+            if lines.livemode[index] { 't' } else { 'f' },
+            copy_text(lines.account[index]),
+            copy_text(&lines.currency[index]),
+            lines.debit[index],
+            lines.credit[index],
+            copy_text(&lines.source_stream[index]),
+            copy_text(&lines.source_event[index]),
+            lines.occurred_at[index],
+            lines.recorded_at[index].to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        );
+    }
+    let mut copy = connection
+        .copy_in_raw(
+            "COPY lines (entry, line, project, livemode, account, currency, debit_minor, \
+                 credit_minor, source_stream, source_event, occurred_at, recorded_at) FROM STDIN",
+        )
+        .await?;
+    copy.send(text.into_bytes()).await?;
+    copy.finish().await?;
     let mut projects = Vec::new();
     let mut livemodes = Vec::new();
     let mut accounts = Vec::new();
@@ -922,6 +930,19 @@ async fn write_lines(
     .execute(&mut *connection)
     .await?;
     Ok(())
+}
+
+/// A value in COPY's text format (backslash, tab and newlines escaped).
+fn copy_text(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.contains(['\\', '\t', '\n', '\r']) {
+        return value
+            .replace('\\', "\\\\")
+            .replace('\t', "\\t")
+            .replace('\n', "\\n")
+            .replace('\r', "\\r")
+            .into();
+    }
+    value.into()
 }
 
 /// After the batch: the books of every project, mode and currency balance.
