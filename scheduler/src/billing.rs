@@ -1,6 +1,7 @@
 //! The billing run: renewals, dunning retries and expiries that are due, found in the
-//! `billing` read model and done through [`BillingService`], whose aggregates make every job
-//! exactly-once (a renewal names its period, a retry its scheduled time).
+//! `billing` read model (open Checkout Sessions past `expires_at`: in the API read model) and
+//! done through [`BillingService`], whose aggregates make every job exactly-once (a renewal
+//! names its period, a retry its scheduled time, an expiry refuses a session no longer open).
 //!
 //! Several runners may work at once (two `calmony serve`, a `calmony billing run`): each
 //! job is leased (`billing.leases`, keyed by job and due time) so they share the work
@@ -177,6 +178,11 @@ impl BillingRunner {
                  AND i.next_payment_attempt <= CASE WHEN i.test_clock IS NULL THEN $1 ELSE c.frozen_time END \
                  AND ($2::text IS NULL OR i.test_clock = $2) \
                UNION ALL \
+               SELECT 'expire_checkout', o.id, o.project, o.livemode, (o.body->>'expires_at')::bigint \
+               FROM api.objects o \
+               WHERE o.object = 'checkout.session' AND o.body->>'status' = 'open' \
+                 AND (o.body->>'expires_at')::bigint <= $1 AND $2::text IS NULL \
+               UNION ALL \
                SELECT 'receipt', r.payment_intent, r.project, r.livemode, 0 \
                FROM billing.receipts_due r WHERE $5 \
              ) SELECT kind, id, project, livemode, due FROM due \
@@ -245,6 +251,11 @@ impl BillingRunner {
             },
             "retry" => self.billing.retry_invoice(&actor, &job.id, job.due).await,
             "receipt" => self.billing.issue_receipt(&actor, &job.id).await,
+            "expire_checkout" => {
+                commands::checkout::CheckoutService::new(self.billing.clone())
+                    .expire_due(&actor, &job.id)
+                    .await
+            }
             _ => self.billing.expire_incomplete(&actor, &job.id).await,
         };
         let mut report = RunReport::default();
