@@ -74,6 +74,15 @@ pub struct ServeArgs {
     )]
     pub billing_interval_seconds: u64,
 
+    /// How long a customer portal link (`billing_portal.session.url`) works, in seconds.
+    #[arg(
+        long,
+        env = "CALMONY_PORTAL_SESSION_SECONDS",
+        default_value_t = read_api::pages::portal::session::DEFAULT_SESSION_SECONDS,
+        value_parser = clap::value_parser!(i64).range(1..=86_400)
+    )]
+    pub portal_session_seconds: i64,
+
     /// Billing jobs worked on at once by this process.
     #[arg(long, env = "CALMONY_BILLING_CONCURRENCY", default_value_t = 8)]
     pub billing_concurrency: usize,
@@ -235,6 +244,9 @@ pub async fn serve(database: &Database, args: ServeArgs) -> anyhow::Result<ExitC
                 test_per_second: args.rate_limit_test,
             },
             public_url: public_url.clone(),
+            portal: read_api::pages::portal::session::PortalSettings {
+                session_seconds: args.portal_session_seconds,
+            },
         },
     );
     // Settlements: a reconciliation pass every interval, and at once on a verified Griffin

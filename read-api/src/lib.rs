@@ -25,6 +25,8 @@ pub struct ServerSettings {
     pub rate_limits: RateLimitDefaults,
     /// Where browsers reach the server (dashboard cookies are `Secure` when it is https).
     pub public_url: String,
+    /// The customer portal's session life.
+    pub portal: pages::portal::session::PortalSettings,
 }
 
 pub fn router(state: ApiState, settings: ServerSettings) -> Router {
@@ -56,7 +58,10 @@ pub fn router(state: ApiState, settings: ServerSettings) -> Router {
             "/checkout/{id}/return",
             get(pages::checkout::finish).post(pages::checkout::finish),
         )
+        // The customer portal: the token in the URL is the capability.
+        .merge(pages::portal::routes())
         .merge(api)
+        .layer(axum::Extension(settings.portal))
         .with_state(state)
         // Operators, signed in with a session cookie (pages::dashboard).
         .merge(dashboard);

@@ -5,6 +5,7 @@ pub mod authenticate;
 pub mod checkout;
 pub mod dashboard;
 pub mod invoices;
+pub mod portal;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};

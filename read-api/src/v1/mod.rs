@@ -1,6 +1,7 @@
 //! The Stripe-shaped `/v1` API: writes run commands (with idempotency), reads answer from
 //! the API read model.
 
+pub mod billing_portal;
 pub mod billing_write;
 pub mod checkout_sessions;
 pub mod customers;
@@ -157,6 +158,7 @@ pub fn routes() -> Router<ApiState> {
         .merge(invoice_routes())
         .merge(subscription_routes())
         .merge(checkout_routes())
+        .route("/v1/billing_portal/sessions", post(billing_portal::create))
 }
 
 /// Checkout Sessions and their test helper.
