@@ -357,6 +357,7 @@ mod tests {
             include_str!("api_objects.rs"),
             include_str!("api_objects/catalog.rs"),
             include_str!("api_objects/billing.rs"),
+            include_str!("api_objects/checkout.rs"),
         ];
         let mut rendered: Vec<&str> = sources
             .iter()
