@@ -2,11 +2,12 @@
 # Runs the official Stripe Python SDK against a real `calmony serve` on a fresh database,
 # webhooks included: the script registers a receiver it starts on loopback (allowed in test
 # mode) and checks every delivery with `stripe.Webhook.construct_event`.
+# Then validates the served /openapi.json with openapi-spec-validator.
 # Needs: the calmony binary built, PostgreSQL on 127.0.0.1:5432, python3 with pip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 calmony="${CARGO_TARGET_DIR:-target}/debug/calmony"
-python3 -m pip install -q --disable-pip-version-check "stripe>=16,<17" 2>&1 | grep -v "Running pip as the 'root'" || true
+python3 -m pip install -q --disable-pip-version-check "stripe>=16,<17" openapi-spec-validator 2>&1 | grep -v "Running pip as the 'root'" || true
 
 db="calmony_sdk_$$"
 admin="postgres://postgres@127.0.0.1:5432/postgres"
@@ -32,3 +33,12 @@ done
 base_url="$(sed -n 's/^listening on //p' "$log" | head -n 1)"
 [ -n "$base_url" ] || { cat "$log"; exit 1; }
 python3 .ci/stripe_sdk_smoke.py "$base_url" "$key"
+
+# The served OpenAPI document (read-api's docs::openapi) must validate as OpenAPI 3.1.
+python3 - "$base_url" <<'PYTHON'
+import json, sys, urllib.request
+from openapi_spec_validator import validate
+document = json.load(urllib.request.urlopen(sys.argv[1] + "/openapi.json"))
+validate(document)
+print("openapi.json: valid OpenAPI", document["openapi"], "with", len(document["paths"]), "paths")
+PYTHON

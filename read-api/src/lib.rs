@@ -4,6 +4,7 @@
 //! Depends on `commands`, `projections`, `event-store` and `domain`; nothing depends on it
 //! but the binary.
 
+pub mod docs;
 pub mod http;
 pub mod keys;
 pub mod pages;
@@ -39,6 +40,8 @@ pub fn router(state: ApiState, settings: ServerSettings) -> Router {
     ));
     let app = Router::new()
         .route("/healthz", get(health))
+        // The API reference and the OpenAPI document: public, built from docs::registry.
+        .merge(docs::routes())
         // Reached by the cardholder's browser, not with an API key.
         .route(
             "/v1/payment_intents/{id}/authenticate",
