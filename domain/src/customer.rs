@@ -13,16 +13,36 @@ pub type Metadata = BTreeMap<String, String>;
 /// `Some(None)` clears it (Stripe's "empty string unsets").
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CustomerFields {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::clearable::deserialize"
+    )]
     pub email: Option<Option<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::clearable::deserialize"
+    )]
     pub name: Option<Option<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::clearable::deserialize"
+    )]
     pub description: Option<Option<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::clearable::deserialize"
+    )]
     pub phone: Option<Option<String>>,
     /// `invoice_settings.default_payment_method`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::clearable::deserialize"
+    )]
     pub default_payment_method: Option<Option<String>>,
     /// Keys to set (`Some`) or remove (`None`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -365,6 +385,28 @@ mod tests {
             created: 100,
             test_clock: None,
         }
+    }
+
+    /// A stored "clear this field" must still clear when the event is loaded again.
+    #[test]
+    fn a_cleared_field_stays_cleared_after_the_event_is_reloaded() {
+        let updated = CustomerEvent::CustomerUpdated {
+            changes: CustomerFields {
+                email: Some(None),
+                default_payment_method: Some(None),
+                ..Default::default()
+            },
+            at: 200,
+        };
+        let stored = serde_json::to_string(&updated).unwrap();
+        let reloaded: CustomerEvent = serde_json::from_str(&stored).unwrap();
+        assert_eq!(reloaded, updated, "{stored}");
+        let mut customer = Customer::default();
+        customer.apply(created());
+        customer.default_payment_method = Some("pm_1".into());
+        customer.apply(reloaded);
+        assert_eq!(customer.email, None);
+        assert_eq!(customer.default_payment_method, None);
     }
 
     #[test]

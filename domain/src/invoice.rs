@@ -160,13 +160,25 @@ pub struct NewInvoice {
 /// What a draft's update may change. `Some(None)` clears.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct DraftChanges {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::clearable::deserialize"
+    )]
     pub description: Option<Option<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::clearable::deserialize"
+    )]
     pub footer: Option<Option<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_advance: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::clearable::deserialize"
+    )]
     pub default_payment_method: Option<Option<String>>,
     #[serde(default, skip_serializing_if = "crate::customer::Metadata::is_empty")]
     pub metadata: Metadata,

@@ -132,9 +132,17 @@ pub struct NewSubscription {
 pub struct SubscriptionChanges {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancel_at_period_end: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::clearable::deserialize"
+    )]
     pub default_payment_method: Option<Option<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::clearable::deserialize"
+    )]
     pub description: Option<Option<String>>,
     /// Keys to set; an empty value removes the key.
     #[serde(default, skip_serializing_if = "Metadata::is_empty")]

@@ -75,7 +75,11 @@ pub struct WebhookEndpointChanges {
     pub url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled_events: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::clearable::deserialize"
+    )]
     pub description: Option<Option<String>>,
     /// Keys to set (`Some`) or remove (`None`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
