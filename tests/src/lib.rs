@@ -1,5 +1,7 @@
 //! Shared helpers for the end-to-end tests: the real `calmony` binary as a child process.
 
+pub mod api;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

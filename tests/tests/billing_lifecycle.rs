@@ -3,8 +3,7 @@
 //! and idempotent creation. Real server processes, a real database, the Cardstream
 //! simulator, and time moved by test clocks only.
 
-use std::time::{Duration, Instant};
-
+use calmony_tests::api::{id, project_key, Api};
 use calmony_tests::{run, stdout_of, Server};
 use chrono::{DateTime, Months};
 use event_store::test_harness::TestDatabase;
@@ -17,171 +16,6 @@ const HOUR: i64 = 3_600;
 const START: i64 = 1_769_860_800;
 // 2026-03-01T12:00:00Z: the first period runs to 1 April, 31 days.
 const MARCH_1: i64 = START + 29 * DAY;
-
-struct Api {
-    client: reqwest::Client,
-    base: String,
-    key: String,
-}
-
-impl Api {
-    fn new(server: &Server, key: &str) -> Api {
-        Api {
-            client: reqwest::Client::new(),
-            base: server.base_url.clone(),
-            key: key.to_string(),
-        }
-    }
-
-    async fn post(&self, path: &str, form: &[(&str, &str)]) -> (StatusCode, Value) {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.key)
-            .form(form)
-            .send()
-            .await
-            .expect("POST");
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    /// A POST with an `Idempotency-Key`; also returns whether the answer was replayed.
-    async fn post_idempotent(
-        &self,
-        path: &str,
-        key: &str,
-        form: &[(&str, &str)],
-    ) -> (StatusCode, bool, Value) {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.key)
-            .header("Idempotency-Key", key)
-            .form(form)
-            .send()
-            .await
-            .expect("POST");
-        let status = response.status();
-        let replayed = response
-            .headers()
-            .get("idempotent-replayed")
-            .is_some_and(|value| value == "true");
-        (
-            status,
-            replayed,
-            response.json().await.unwrap_or(Value::Null),
-        )
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.key)
-            .send()
-            .await
-            .expect("GET");
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn delete(&self, path: &str) -> (StatusCode, Value) {
-        let response = self
-            .client
-            .delete(format!("{}{path}", self.base))
-            .bearer_auth(&self.key)
-            .send()
-            .await
-            .expect("DELETE");
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn ok(&self, path: &str, form: &[(&str, &str)]) -> Value {
-        let (status, body) = self.post(path, form).await;
-        assert_eq!(status, 200, "POST {path}: {body}");
-        body
-    }
-
-    async fn fetch(&self, path: &str) -> Value {
-        let (status, body) = self.get(path).await;
-        assert_eq!(status, 200, "GET {path}: {body}");
-        body
-    }
-
-    /// Moves the clock and waits until the work due by then is done.
-    async fn advance(&self, clock: &str, to: i64) {
-        let body = self
-            .ok(
-                &format!("/v1/test_helpers/test_clocks/{clock}/advance"),
-                &[("frozen_time", &to.to_string())],
-            )
-            .await;
-        assert_eq!(body["status"], "advancing", "{body}");
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let clock = self
-                .fetch(&format!("/v1/test_helpers/test_clocks/{clock}"))
-                .await;
-            if clock["status"] == "ready" && clock["frozen_time"] == to {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the clock never became ready: {clock}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn list(&self, path: &str) -> Vec<Value> {
-        let list = self.fetch(path).await;
-        list["data"].as_array().cloned().unwrap_or_default()
-    }
-
-    async fn invoices_of(&self, customer: &str) -> Vec<Value> {
-        self.list(&format!("/v1/invoices?customer={customer}&limit=100"))
-            .await
-    }
-
-    async fn invoice(&self, id: &str) -> Value {
-        self.fetch(&format!("/v1/invoices/{id}")).await
-    }
-
-    async fn subscription(&self, id: &str) -> Value {
-        self.fetch(&format!("/v1/subscriptions/{id}")).await
-    }
-
-    async fn succeeded_charges_of(&self, customer: &str) -> Vec<Value> {
-        self.list(&format!(
-            "/v1/payment_intents?customer={customer}&limit=100"
-        ))
-        .await
-        .into_iter()
-        .filter(|intent| intent["status"] == "succeeded")
-        .collect()
-    }
-}
-
-fn create_key(database_url: &str, name: &str) -> String {
-    let output = run(database_url, &["projects", "create", "--name", name]);
-    assert!(output.status.success());
-    let project = stdout_of(&output).trim().to_string();
-    let output = run(
-        database_url,
-        &["keys", "create", "--project", &project, "--mode", "test"],
-    );
-    assert!(output.status.success());
-    stdout_of(&output).trim().to_string()
-}
-
-fn id(value: &Value) -> String {
-    value["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no id in {value}"))
-        .to_string()
-}
 
 fn int(value: &Value) -> i64 {
     value
@@ -218,7 +52,7 @@ struct World {
 
 async fn world(start: i64) -> World {
     let db = TestDatabase::new().await;
-    let key = create_key(&db.url, "Billing Co");
+    let key = project_key(&db.url, "Billing Co", "test");
     let (server, gateway) =
         Server::start_with_gateway(&db.url, &[("CALMONY_RATE_LIMIT_TEST", "10000")]);
     let api = Api::new(&server, &key);
@@ -947,11 +781,7 @@ async fn invalid_subscriptions_are_refused_in_the_stripe_envelope() {
             &[("customer", &customer), ("items[0][price]", &world.price)],
         )
         .await);
-    let other = Api {
-        client: reqwest::Client::new(),
-        base: api.base.clone(),
-        key: create_key(&world.db.url, "Other Co"),
-    };
+    let other = api.with_key(&project_key(&world.db.url, "Other Co", "test"));
     let path = format!("/v1/subscriptions/{subscription}");
     let (status, body) = other.get(&path).await;
     assert_eq!(status, 404, "{body}");

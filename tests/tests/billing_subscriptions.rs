@@ -5,121 +5,14 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use calmony_tests::{run, stdout_of, Server};
+use calmony_tests::api::{id, project_key, Api};
+use calmony_tests::Server;
 use event_store::test_harness::TestDatabase;
-use reqwest::StatusCode;
 use serde_json::Value;
 
 const DAY: i64 = 86_400;
 // 2026-01-31T12:00:00Z: month ends make the calendar arithmetic visible.
 const START: i64 = 1_769_860_800;
-
-struct Api {
-    client: reqwest::Client,
-    base: String,
-    key: String,
-}
-
-impl Api {
-    fn new(server: &Server, key: &str) -> Api {
-        Api {
-            client: reqwest::Client::new(),
-            base: server.base_url.clone(),
-            key: key.to_string(),
-        }
-    }
-
-    async fn post(&self, path: &str, form: &[(&str, &str)]) -> (StatusCode, Value) {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.key)
-            .form(form)
-            .send()
-            .await
-            .expect("POST");
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.key)
-            .send()
-            .await
-            .expect("GET");
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn ok(&self, path: &str, form: &[(&str, &str)]) -> Value {
-        let (status, body) = self.post(path, form).await;
-        assert_eq!(status, 200, "POST {path}: {body}");
-        body
-    }
-
-    async fn fetch(&self, path: &str) -> Value {
-        let (status, body) = self.get(path).await;
-        assert_eq!(status, 200, "GET {path}: {body}");
-        body
-    }
-
-    /// Moves the clock and waits until the work due by then is done.
-    async fn advance(&self, clock: &str, to: i64) {
-        let body = self
-            .ok(
-                &format!("/v1/test_helpers/test_clocks/{clock}/advance"),
-                &[("frozen_time", &to.to_string())],
-            )
-            .await;
-        assert_eq!(body["status"], "advancing", "{body}");
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let clock = self
-                .fetch(&format!("/v1/test_helpers/test_clocks/{clock}"))
-                .await;
-            if clock["status"] == "ready" && clock["frozen_time"] == to {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the clock never became ready: {clock}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn invoices_of(&self, customer: &str) -> Vec<Value> {
-        let list = self
-            .fetch(&format!("/v1/invoices?customer={customer}&limit=100"))
-            .await;
-        list["data"].as_array().cloned().unwrap_or_default()
-    }
-}
-
-fn create_key(database_url: &str) -> String {
-    let output = run(
-        database_url,
-        &["projects", "create", "--name", "Billing Co"],
-    );
-    assert!(output.status.success());
-    let project = stdout_of(&output).trim().to_string();
-    let output = run(
-        database_url,
-        &["keys", "create", "--project", &project, "--mode", "test"],
-    );
-    assert!(output.status.success());
-    stdout_of(&output).trim().to_string()
-}
-
-fn id(value: &Value) -> String {
-    value["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no id in {value}"))
-        .to_string()
-}
 
 /// A monthly £10 price.
 async fn monthly_price(api: &Api) -> String {
@@ -189,7 +82,7 @@ fn numbers_are_gapless(numbers: &[String]) {
 #[tokio::test]
 async fn a_year_of_monthly_renewals_on_a_test_clock() {
     let db = TestDatabase::new().await;
-    let key = create_key(&db.url);
+    let key = project_key(&db.url, "Billing Co", "test");
     let (server, _gateway) =
         Server::start_with_gateway(&db.url, &[("CALMONY_RATE_LIMIT_TEST", "10000")]);
     let api = Api::new(&server, &key);
@@ -258,7 +151,7 @@ async fn a_year_of_monthly_renewals_on_a_test_clock() {
 #[tokio::test]
 async fn dunning_retries_three_times_then_past_due_and_a_new_card_recovers() {
     let db = TestDatabase::new().await;
-    let key = create_key(&db.url);
+    let key = project_key(&db.url, "Billing Co", "test");
     let (server, _gateway) =
         Server::start_with_gateway(&db.url, &[("CALMONY_RATE_LIMIT_TEST", "10000")]);
     let api = Api::new(&server, &key);
@@ -361,7 +254,7 @@ async fn dunning_retries_three_times_then_past_due_and_a_new_card_recovers() {
 #[tokio::test]
 async fn two_servers_and_a_killed_one_renew_every_period_exactly_once() {
     let db = TestDatabase::new().await;
-    let key = create_key(&db.url);
+    let key = project_key(&db.url, "Billing Co", "test");
     let gateway = Server::cardstream_simulator();
     let direct_url = format!("{}/direct/", gateway.base_url);
     let env = [
