@@ -202,8 +202,7 @@ async fn start_invoice_payment(
     let currency = invoice
         .currency
         .ok_or_else(|| PaymentError::Internal("invoice without a currency".into()))?;
-    let reusable = invoice.payment_intent.clone().filter(|_| true);
-    let intent_id = match reusable {
+    let intent_id = match invoice.payment_intent.clone() {
         Some(existing) => {
             let intent = unit.load::<PaymentIntent>(&existing).await?;
             if matches!(
@@ -239,7 +238,7 @@ async fn start_invoice_payment(
             },
         )
         .await?;
-        after_failed_attempt(unit, actor, invoice_id, at).await?;
+        after_failed_attempt(unit, invoice_id, at).await?;
         return Ok(None);
     };
     let method = load_owned::<PaymentMethod>(unit, actor, "payment_method", method_id).await?;
@@ -307,7 +306,6 @@ async fn new_intent(
 /// moves to `past_due`.
 async fn after_failed_attempt(
     unit: &mut UnitOfWork,
-    _actor: &Actor,
     invoice_id: &str,
     at: i64,
 ) -> Result<(), PaymentError> {
@@ -331,11 +329,10 @@ async fn after_failed_attempt(
 }
 
 /// What a payment intent's new events mean for billing, decided in the same unit: an
-/// invoice's payment or failed attempt (and its subscription's status), or a one-off
-/// payment's receipt invoice.
+/// invoice's payment or failed attempt (and its subscription's status). (A one-off
+/// payment's receipt invoice comes after, from `BillingService::issue_receipt`.)
 pub(crate) async fn react_to_intent(
     unit: &mut UnitOfWork,
-    actor: &Actor,
     intent: &PaymentIntent,
     events: &[PaymentIntentEvent],
 ) -> Result<(), PaymentError> {
@@ -391,7 +388,7 @@ pub(crate) async fn react_to_intent(
                     },
                 )
                 .await?;
-                after_failed_attempt(unit, actor, invoice_id, at).await?;
+                after_failed_attempt(unit, invoice_id, at).await?;
             }
         }
         // A one-off payment's receipt invoice is issued just after, off the payment's path
@@ -914,7 +911,7 @@ impl BillingService {
         Ok(())
     }
 
-    /// Cancels now. With `invoice_now`... not offered: Stripe's default (no final invoice).
+    /// Cancels now, without a final invoice (Stripe's default).
     pub async fn cancel_subscription(
         &self,
         actor: &Actor,

@@ -247,7 +247,7 @@ impl PaymentService {
                 .await?
                 .map_err(rule)?;
             let state = unit.load::<PaymentIntent>(&intent_id).await?.clone();
-            crate::billing::react_to_intent(&mut unit, actor, &state, &events).await?;
+            crate::billing::react_to_intent(&mut unit, &state, &events).await?;
             match unit.commit().await {
                 Ok(appended) => return Ok(appended),
                 Err(UnitError::Conflict) if attempt < MAX_UNIT_ATTEMPTS => back_off(attempt).await,
@@ -959,7 +959,7 @@ impl PaymentService {
                 .await
                 .map_err(PaymentError::from)?
                 .clone();
-            crate::billing::react_to_intent(&mut unit, actor, &intent, &events).await?;
+            crate::billing::react_to_intent(&mut unit, &intent, &events).await?;
             let version = unit.version::<PaymentIntent>(intent_id);
             let output = final_step
                 .run(unit.connection(), &intent, &events)

@@ -59,11 +59,7 @@ impl Money {
 
     /// Griffin's decimal string with exactly two places: 10 → `"0.10"`, -5 → `"-0.05"`.
     pub fn to_decimal_string(self) -> String {
-        let mut decimal = Decimal::from(self.amount_minor);
-        decimal
-            .set_scale(GBP_SCALE)
-            .expect("a scale of 2 is within rust_decimal's limit");
-        decimal.to_string()
+        Decimal::new(self.amount_minor, GBP_SCALE).to_string()
     }
 
     pub fn checked_add(self, other: Money) -> Option<Money> {

@@ -235,7 +235,7 @@ impl Bank {
             }),
         );
         if opening_balance.amount_minor > 0 {
-            self.book(
+            let opening = self.book(
                 &id,
                 BalanceChangeDirection::Credit,
                 opening_balance,
@@ -244,8 +244,10 @@ impl Bank {
                 Some("Sandbox opening balance".to_string()),
                 None,
                 created_at,
-            )
-            .expect("the account was just opened and the amount is positive");
+            );
+            if let Err(error) = opening {
+                tracing::error!(%error, account = %id, "the opening deposit could not be booked");
+            }
         }
         id
     }
@@ -288,10 +290,9 @@ impl Bank {
         payment_id: Option<String>,
         processed_at: DateTime<Utc>,
     ) -> Result<AccountTransaction, BankError> {
-        assert!(
-            amount.amount_minor > 0,
-            "a ledger line moves a positive amount"
-        );
+        if amount.amount_minor <= 0 {
+            return Err(BankError::NonPositiveAmount);
+        }
         let seq = self.seq();
         let account = self
             .accounts

@@ -500,9 +500,15 @@ async fn open_account(
             state.config.bank_id.clone(),
             Money::gbp_minor(state.config.opening_balance_minor),
         );
-        let account = bank.account(&account_id).expect("just opened");
-        bank.render_account(account)
+        bank.account(&account_id)
+            .map(|account| bank.render_account(account))
     });
+    let account = account.ok_or_else(|| {
+        state.problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the account just opened is missing",
+        )
+    })?;
     let mut response = (StatusCode::CREATED, Json(&account)).into_response();
     if let Ok(location) = HeaderValue::from_str(&account.account_url) {
         response.headers_mut().insert(header::LOCATION, location);
@@ -714,7 +720,11 @@ fn with_webhook(state: &AppState, id: &str, change: impl FnOnce(&mut StoredWebho
         .filter(|webhook| webhook.id == id)
         .ok_or_else(|| state.not_found())?;
     change(webhook);
-    let rendered = bank.render_webhook(bank.webhook.as_ref().expect("present above"));
+    let rendered = bank
+        .webhook
+        .as_ref()
+        .map(|webhook| bank.render_webhook(webhook))
+        .ok_or_else(|| state.not_found())?;
     Ok(Json(rendered).into_response())
 }
 
