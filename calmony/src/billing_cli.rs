@@ -37,7 +37,7 @@ pub async fn run(database: &Database, command: BillingCommand) -> anyhow::Result
     let pool = database.pool.clone();
     let runtime = ProjectionRuntime::new(pool.clone());
     runtime
-        .ensure_created(&projections::billing_schedule::BillingSchedule)
+        .ensure_current(&projections::billing_schedule::BillingSchedule, |_, _| {})
         .await?;
     let Some(test_url) = gateway.cardstream_test_url.as_deref() else {
         anyhow::bail!(
@@ -56,6 +56,7 @@ pub async fn run(database: &Database, command: BillingCommand) -> anyhow::Result
             .transpose()?,
         public_url: String::new(),
         crash_after_approval: false,
+        crash_in_checkout_return: None,
     };
     let bus = CommandBus::new(EventStore::new(pool.clone()), domain::upcasters::all());
     let billing = BillingService::new(PaymentService::new(bus, gateways));

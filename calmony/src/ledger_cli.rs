@@ -139,7 +139,7 @@ pub async fn run(database: &Database, command: LedgerCommand) -> anyhow::Result<
             // the log now is has lost events, sealed or not.
             let runtime = projections::ProjectionRuntime::new(pool.clone());
             runtime
-                .ensure_created(&projections::stream_index::StreamIndex)
+                .ensure_current(&projections::stream_index::StreamIndex, |_, _| {})
                 .await?;
             let vanished = projections::stream_index::vanished_events(&pool).await?;
             if let Some(first) = vanished.first() {
@@ -190,7 +190,7 @@ pub async fn run(database: &Database, command: LedgerCommand) -> anyhow::Result<
         } => {
             let runtime = projections::ProjectionRuntime::new(pool.clone());
             runtime
-                .ensure_created(&projections::stream_index::StreamIndex)
+                .ensure_current(&projections::stream_index::StreamIndex, |_, _| {})
                 .await?;
             runtime
                 .catch_up(
@@ -261,7 +261,7 @@ async fn trial_balance(
     use projections::journal::{self, Journal};
     let runtime = projections::ProjectionRuntime::new(pool.clone());
     let projection = Journal::default();
-    runtime.ensure_created(&projection).await?;
+    runtime.ensure_current(&projection, |_, _| {}).await?;
     runtime
         .catch_up(&projection, projections::runtime::DEFAULT_BATCH_EVENTS)
         .await?;

@@ -52,7 +52,7 @@ fn bus(database: &Database) -> CommandBus {
 /// Makes the change visible to the dashboard's sign-in before the command returns.
 async fn refresh_operators(database: &Database) -> anyhow::Result<()> {
     let runtime = ProjectionRuntime::new(database.pool.clone());
-    runtime.ensure_created(&Operators).await?;
+    runtime.ensure_current(&Operators, |_, _| {}).await?;
     let reader = event_store::LogReader::new(database.pool.clone());
     reader
         .wait_until_final(std::time::Duration::from_secs(10))

@@ -6,6 +6,7 @@ use clap::{Subcommand, ValueEnum};
 use commands::project_settings::{billing_settings, configure_billing};
 use commands::{ids, CommandBus};
 use domain::project::{BillingChanges, BillingSettings, Project, ProjectCommand};
+use domain::settlement::FeeRule;
 use event_store::database::Database;
 use event_store::store::AsOf;
 use event_store::{EventMetadata, EventStore, Mode};
@@ -13,6 +14,8 @@ use projections::api_keys::ApiKeys;
 use projections::runtime::DEFAULT_BATCH_EVENTS;
 use projections::ProjectionRuntime;
 
+// Parsed once per process: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum ProjectsCommand {
     /// Create a project; prints its id alone on stdout.
@@ -48,12 +51,27 @@ pub enum ProjectsCommand {
         /// "none" for no retries.
         #[arg(long, value_parser = parse_retry_days)]
         dunning_retry_days: Option<RetryDays>,
+        /// What the acquirer keeps of each capture before settling, e.g. 1.4%+20 (percent
+        /// plus minor units), 1.4%, 20, or "none" (the default): settlements expected from
+        /// now on are net of it.
+        #[arg(long, value_parser = parse_acquirer_fee)]
+        acquirer_fee: Option<AcquirerFee>,
     },
     /// Print a project and its billing settings as JSON.
     Show {
         #[arg(long)]
         project: String,
     },
+}
+
+/// `--acquirer-fee`: a fee rule, or `none`.
+#[derive(Debug, Clone)]
+pub struct AcquirerFee(Option<FeeRule>);
+
+fn parse_acquirer_fee(text: &str) -> Result<AcquirerFee, String> {
+    FeeRule::parse(text)
+        .map(AcquirerFee)
+        .map_err(|error| error.to_string())
 }
 
 /// `--dunning-retry-days`: a comma-separated list of days, or `none`.
@@ -131,7 +149,7 @@ fn operator_metadata(project: &str) -> EventMetadata {
 /// Makes the change visible to authentication before the command returns.
 async fn refresh_keys(database: &Database) -> anyhow::Result<()> {
     let runtime = ProjectionRuntime::new(database.pool.clone());
-    runtime.ensure_created(&ApiKeys).await?;
+    runtime.ensure_current(&ApiKeys, |_, _| {}).await?;
     let reader = event_store::LogReader::new(database.pool.clone());
     reader
         .wait_until_final(std::time::Duration::from_secs(10))
@@ -176,6 +194,7 @@ pub async fn run_projects(
             seller_tax_id,
             brand_color,
             dunning_retry_days,
+            acquirer_fee,
         } => {
             let changes = BillingChanges {
                 invoice_prefix: invoice_prefix.map(|prefix| prefix.trim().to_string()),
@@ -192,6 +211,7 @@ pub async fn run_projects(
                 seller_tax_id: change(seller_tax_id),
                 brand_color: change(brand_color),
                 dunning_retry_days: dunning_retry_days.map(|RetryDays(days)| days),
+                acquirer_fee: acquirer_fee.map(|AcquirerFee(fee)| fee),
             };
             let bus = bus(database);
             let settings =

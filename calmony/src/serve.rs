@@ -119,7 +119,9 @@ pub async fn serve(database: &Database, args: ServeArgs) -> anyhow::Result<ExitC
         .unwrap_or_else(|| format!("http://{local}"));
     let mut workers = tokio::task::JoinSet::new();
     for projection in projections::all(&public_url) {
-        runtime.ensure_created(projection.as_ref()).await?;
+        runtime
+            .ensure_current(projection.as_ref(), |_, _| {})
+            .await?;
         let runtime = runtime.clone();
         workers.spawn(async move {
             let name = projection.name();

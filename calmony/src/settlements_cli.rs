@@ -127,7 +127,7 @@ pub async fn run(database: &Database, command: SettlementsCommand) -> anyhow::Re
     let pool = database.pool.clone();
     let runtime = ProjectionRuntime::new(pool.clone());
     let projection = Settlements::default();
-    runtime.ensure_created(&projection).await?;
+    runtime.ensure_current(&projection, |_, _| {}).await?;
     let (project, format) = match command {
         SettlementsCommand::Reconcile {
             griffin,

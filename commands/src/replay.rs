@@ -1,6 +1,7 @@
 //! `calmony ledger replay`: an aggregate's state as of a moment, rebuilt from its events.
 
 use cqrs_es::Aggregate;
+use domain::checkout_session::CheckoutSession;
 use domain::customer::Customer;
 use domain::invoice::Invoice;
 use domain::invoice_item::InvoiceItem;
@@ -10,6 +11,7 @@ use domain::payment_method::PaymentMethod;
 use domain::price::Price;
 use domain::product::Product;
 use domain::project::Project;
+use domain::settlement::{BankCredit, Settlement};
 use domain::subscription::Subscription;
 use domain::tax_rate::TaxRate;
 use domain::test_clock::TestClock;
@@ -28,6 +30,8 @@ pub enum ReplayError {
 
 /// Every aggregate type that can be replayed.
 pub const KNOWN_TYPES: &[&str] = &[
+    BankCredit::TYPE,
+    CheckoutSession::TYPE,
     Customer::TYPE,
     Invoice::TYPE,
     InvoiceItem::TYPE,
@@ -37,6 +41,7 @@ pub const KNOWN_TYPES: &[&str] = &[
     Price::TYPE,
     Product::TYPE,
     Project::TYPE,
+    Settlement::TYPE,
     Subscription::TYPE,
     TaxRate::TYPE,
     TestClock::TYPE,
@@ -52,6 +57,8 @@ pub async fn replay(
     as_of: AsOf,
 ) -> Result<(serde_json::Value, i64), ReplayError> {
     match aggregate_type {
+        BankCredit::TYPE => state_of::<BankCredit>(bus, aggregate_id, as_of).await,
+        CheckoutSession::TYPE => state_of::<CheckoutSession>(bus, aggregate_id, as_of).await,
         Customer::TYPE => state_of::<Customer>(bus, aggregate_id, as_of).await,
         Invoice::TYPE => state_of::<Invoice>(bus, aggregate_id, as_of).await,
         InvoiceItem::TYPE => state_of::<InvoiceItem>(bus, aggregate_id, as_of).await,
@@ -61,6 +68,7 @@ pub async fn replay(
         Price::TYPE => state_of::<Price>(bus, aggregate_id, as_of).await,
         Product::TYPE => state_of::<Product>(bus, aggregate_id, as_of).await,
         Project::TYPE => state_of::<Project>(bus, aggregate_id, as_of).await,
+        Settlement::TYPE => state_of::<Settlement>(bus, aggregate_id, as_of).await,
         Subscription::TYPE => state_of::<Subscription>(bus, aggregate_id, as_of).await,
         TaxRate::TYPE => state_of::<TaxRate>(bus, aggregate_id, as_of).await,
         TestClock::TYPE => state_of::<TestClock>(bus, aggregate_id, as_of).await,

@@ -50,6 +50,10 @@ pub struct BillingSettings {
     pub brand_color: Option<String>,
     /// Days to wait before each automatic retry of a failed renewal charge, in order.
     pub dunning_retry_days: Vec<u32>,
+    /// What the acquirer keeps of each capture before settling (none by default): the
+    /// settlements expected from now on are net of it, and the journal books it as fees.
+    #[serde(default)]
+    pub acquirer_fee: Option<crate::settlement::FeeRule>,
 }
 
 impl BillingSettings {
@@ -61,6 +65,7 @@ impl BillingSettings {
             seller: SellerDetails::default(),
             brand_color: None,
             dunning_retry_days: DEFAULT_DUNNING_RETRY_DAYS.to_vec(),
+            acquirer_fee: None,
         }
     }
 }
@@ -96,6 +101,7 @@ pub struct BillingChanges {
     pub seller_tax_id: Option<Option<String>>,
     pub brand_color: Option<Option<String>>,
     pub dunning_retry_days: Option<Vec<u32>>,
+    pub acquirer_fee: Option<Option<crate::settlement::FeeRule>>,
 }
 
 impl BillingChanges {
@@ -125,6 +131,9 @@ impl BillingChanges {
         }
         if let Some(days) = &self.dunning_retry_days {
             next.dunning_retry_days = days.clone();
+        }
+        if let Some(fee) = self.acquirer_fee {
+            next.acquirer_fee = fee;
         }
         next
     }
@@ -157,6 +166,9 @@ fn validate_billing(settings: &BillingSettings) -> Result<(), ProjectError> {
             .any(|gap| !(1..=MAX_DUNNING_RETRY_GAP_DAYS).contains(gap))
     {
         return Err(ProjectError::BadDunningSchedule);
+    }
+    if let Some(fee) = &settings.acquirer_fee {
+        fee.validate().map_err(ProjectError::BadAcquirerFee)?;
     }
     let seller = &settings.seller;
     if seller.address_lines.len() > MAX_SELLER_ADDRESS_LINES {
@@ -292,6 +304,8 @@ pub enum ProjectError {
     SellerFieldTooLong(&'static str),
     #[error("seller email {0:?} is not an email address")]
     BadSellerEmail(String),
+    #[error(transparent)]
+    BadAcquirerFee(crate::settlement::FeeRuleError),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -548,6 +562,7 @@ mod tests {
             seller_address_lines: Some(vec!["1 High St".into(), "London".into()]),
             brand_color: Some(Some("#1A73E8".into())),
             dunning_retry_days: Some(vec![1, 3, 5]),
+            acquirer_fee: Some(crate::settlement::FeeRule::parse("1.4%+20").unwrap()),
             ..Default::default()
         };
         let settings = BillingSettings {
@@ -561,6 +576,7 @@ mod tests {
             },
             brand_color: Some("#1a73e8".into()),
             dunning_retry_days: vec![1, 3, 5],
+            acquirer_fee: crate::settlement::FeeRule::parse("1.4%+20").unwrap(),
         };
         TestFramework::<Project>::with(())
             .given(vec![created()])
@@ -581,6 +597,16 @@ mod tests {
         assert_eq!(next.default_tax_rate, None);
         assert_eq!(next.invoice_prefix, "ACME");
         assert_eq!(next.dunning_retry_days, vec![1, 3, 5]);
+        assert_eq!(
+            next.acquirer_fee.map(|fee| fee.to_string()).as_deref(),
+            Some("1.4%+20")
+        );
+        // Settings recorded before fee rules existed read as no fee.
+        let old: BillingSettings = serde_json::from_value(serde_json::json!({
+            "invoice_prefix": "ACME", "dunning_retry_days": [1]
+        }))
+        .unwrap();
+        assert_eq!(old.acquirer_fee, None);
     }
 
     #[test]

@@ -126,6 +126,96 @@ pub fn parse_reference(reference: &str) -> Option<(String, NaiveDate)> {
     Some((code.to_string(), day))
 }
 
+/// Most a fee rule's percentage may be.
+pub const MAX_FEE_PERCENT: i64 = 20;
+/// Most a fee rule's fixed part may be, in minor units.
+pub const MAX_FEE_FIXED_MINOR: i64 = 10_000;
+
+/// What the acquirer keeps of each captured charge before paying a settlement out: a
+/// percentage of the amount plus a fixed amount per capture (in the charge's minor units),
+/// e.g. `1.4% + 20`. The percentage part is rounded half away from zero, per capture.
+/// Refunds do not give fees back (as acquirers usually do). A project without a rule
+/// (the default) expects its settlements without fees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeeRule {
+    /// Percent of each capture, e.g. `1.4`.
+    pub percent: rust_decimal::Decimal,
+    /// Minor units per capture.
+    pub fixed_minor: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FeeRuleError {
+    #[error("a fee rule reads like 1.4%+20, 1.4%, 20 or none, not {0:?}")]
+    Unreadable(String),
+    #[error("a fee's percentage must be between 0 and {MAX_FEE_PERCENT}, with at most 4 decimals")]
+    PercentOutOfRange,
+    #[error("a fee's fixed part must be between 0 and {MAX_FEE_FIXED_MINOR} minor units")]
+    FixedOutOfRange,
+}
+
+impl FeeRule {
+    pub fn validate(&self) -> Result<(), FeeRuleError> {
+        if self.percent < rust_decimal::Decimal::ZERO
+            || self.percent > rust_decimal::Decimal::from(MAX_FEE_PERCENT)
+            || self.percent.scale() > 4
+        {
+            return Err(FeeRuleError::PercentOutOfRange);
+        }
+        if !(0..=MAX_FEE_FIXED_MINOR).contains(&self.fixed_minor) {
+            return Err(FeeRuleError::FixedOutOfRange);
+        }
+        Ok(())
+    }
+
+    /// `1.4%+20`, `1.4%`, `20` (a fixed fee alone); `none` is `Ok(None)`.
+    pub fn parse(text: &str) -> Result<Option<FeeRule>, FeeRuleError> {
+        let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+        if compact.eq_ignore_ascii_case("none") {
+            return Ok(None);
+        }
+        let unreadable = || FeeRuleError::Unreadable(text.to_string());
+        let (percent, fixed) = match compact.split_once('%') {
+            Some((percent, rest)) => {
+                let fixed = match rest.strip_prefix('+') {
+                    Some(fixed) => fixed,
+                    None if rest.is_empty() => "0",
+                    None => return Err(unreadable()),
+                };
+                (percent, fixed)
+            }
+            None => ("0", compact.as_str()),
+        };
+        let percent: rust_decimal::Decimal = percent.parse().map_err(|_| unreadable())?;
+        let fixed_minor: i64 = fixed.parse().map_err(|_| unreadable())?;
+        let rule = FeeRule {
+            percent: percent.normalize(),
+            fixed_minor,
+        };
+        rule.validate()?;
+        Ok(Some(rule))
+    }
+
+    /// The fee on one capture of `amount_minor` (0 for nothing captured).
+    pub fn fee_for(&self, amount_minor: i64) -> i64 {
+        if amount_minor <= 0 {
+            return 0;
+        }
+        let percentage = (rust_decimal::Decimal::from(amount_minor) * self.percent
+            / rust_decimal::Decimal::ONE_HUNDRED)
+            .round_dp_with_strategy(0, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
+        i64::try_from(percentage)
+            .unwrap_or(i64::MAX)
+            .saturating_add(self.fixed_minor)
+    }
+}
+
+impl std::fmt::Display for FeeRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}%+{}", self.percent, self.fixed_minor)
+    }
+}
+
 /// A day's figures, in minor units of the settlement's currency.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Totals {
@@ -944,5 +1034,27 @@ mod tests {
                 reason: "no match".into(),
                 at: 6,
             }]);
+    }
+
+    #[test]
+    fn fee_rules_read_and_charge_per_capture() {
+        let rule = FeeRule::parse("1.4% + 20").unwrap().unwrap();
+        assert_eq!(rule.to_string(), "1.4%+20");
+        // 1.4% of £10.00 is 14p, plus 20p.
+        assert_eq!(rule.fee_for(1_000), 34);
+        // 1.4% of 25p is 0.35p → 0p; of 36p is 0.504p → 1p; 1.25% of 100p is 1.25 → 1.
+        assert_eq!(rule.fee_for(25), 20);
+        assert_eq!(rule.fee_for(36), 21);
+        assert_eq!(FeeRule::parse("1.25%").unwrap().unwrap().fee_for(100), 1);
+        // Half a penny rounds up: 1.5% of 100p... 1.5 → 2.
+        assert_eq!(FeeRule::parse("1.5%").unwrap().unwrap().fee_for(100), 2);
+        assert_eq!(FeeRule::parse("20").unwrap().unwrap().fee_for(500), 20);
+        assert_eq!(rule.fee_for(0), 0);
+        assert_eq!(FeeRule::parse(" none ").unwrap(), None);
+        for bad in [
+            "", "%", "1.4%20", "abc", "1.4%+x", "-1%", "21%", "1.23456%", "10001", "-5",
+        ] {
+            assert!(FeeRule::parse(bad).is_err(), "{bad:?} must be refused");
+        }
     }
 }

@@ -122,6 +122,35 @@ pub fn tax_line(amount: i64, rates: &[AppliedRate]) -> Result<LineTax, TaxError>
     Ok(LineTax { net, taxes, total })
 }
 
+/// The tax inside a refund of a paid invoice's payment: the invoice's tax in proportion to
+/// what has been refunded, `tax × refunded / total` rounded by this module's rule (half away
+/// from zero), *cumulatively*: this refund's share is the share of everything refunded so far (`refunded_before +
+/// refund`) less the share of what was refunded before. So the shares of partial refunds
+/// never add up to more than the invoice's tax, and a full refund returns exactly all of it.
+/// Refunds beyond the invoice's total (none should exist) carry no tax.
+pub fn refund_tax_share(
+    invoice_total: i64,
+    invoice_tax: i64,
+    refunded_before: i64,
+    refund: i64,
+) -> Result<i64, TaxError> {
+    if invoice_total <= 0 || invoice_tax == 0 {
+        return Ok(0);
+    }
+    let share_of = |refunded: i64| -> Result<i64, TaxError> {
+        let refunded = refunded.clamp(0, invoice_total);
+        let exact = Decimal::from(invoice_tax)
+            .checked_mul(Decimal::from(refunded))
+            .ok_or(TaxError::Overflow)?
+            / Decimal::from(invoice_total);
+        round_to_minor(exact)
+    };
+    let after = refunded_before
+        .checked_add(refund)
+        .ok_or(TaxError::Overflow)?;
+    Ok(share_of(after)? - share_of(refunded_before)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,5 +253,32 @@ mod tests {
             tax_line(i64::MAX, &[rate("20", false)]),
             Err(TaxError::Overflow)
         );
+    }
+
+    #[test]
+    fn a_full_refund_returns_all_the_tax_and_partial_ones_never_more() {
+        // £12.00 = £10.00 + £2.00 VAT, refunded whole.
+        assert_eq!(refund_tax_share(1_200, 200, 0, 1_200).unwrap(), 200);
+        // Half of it: £1.00 of VAT.
+        assert_eq!(refund_tax_share(1_200, 200, 0, 600).unwrap(), 100);
+        // 100 = 83 + 17 refunded in thirds: 5.61 → 6, then 11.22 → 11 (5), then 17 (6).
+        let thirds = [33, 33, 34];
+        let mut before = 0;
+        let mut shares = Vec::new();
+        for refund in thirds {
+            shares.push(refund_tax_share(100, 17, before, refund).unwrap());
+            before += refund;
+        }
+        assert_eq!(shares, vec![6, 5, 6]);
+        assert_eq!(shares.iter().sum::<i64>(), 17);
+        // Every split of a full refund into pennies returns exactly the tax.
+        let total: i64 = (0..999)
+            .map(|before| refund_tax_share(999, 149, before, 1).unwrap())
+            .sum();
+        assert_eq!(total, 149);
+        // No tax, no total, or a refund beyond the total: nothing more.
+        assert_eq!(refund_tax_share(1_000, 0, 0, 500).unwrap(), 0);
+        assert_eq!(refund_tax_share(0, 0, 0, 500).unwrap(), 0);
+        assert_eq!(refund_tax_share(1_200, 200, 1_200, 100).unwrap(), 0);
     }
 }

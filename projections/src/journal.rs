@@ -5,7 +5,8 @@
 //! gateway, not yet paid out to us), `griffin_bank` (settled into our Griffin account),
 //! `customer_receivable` (invoiced, not yet paid), `out_of_band_receipts` (invoices paid
 //! outside Calmony); liabilities `unapplied_payments` (money received from a customer and
-//! not yet applied to an invoice), `vat_payable`; income `revenue` and its contra account
+//! not yet applied to an invoice), `vat_payable`, `unidentified_receipts` (money that
+//! arrived at Griffin and matched no settlement); income `revenue` and its contra account
 //! `refunds`; expenses `bad_debt`, `fees`.
 //!
 //! **Posting rules** ([`post`]), one entry per event, entry id = the event's global
@@ -17,15 +18,21 @@
 //! | `InvoiceFinalized` (subscription, manual and one-off receipt invoices alike) | `customer_receivable` total | `revenue` net (`subtotal_excluding_tax`), `vat_payable` tax |
 //! | `InvoicePaid` (by a payment intent) | `unapplied_payments` amount paid | `customer_receivable` (or `bad_debt`, recovering what was written off) |
 //! | `InvoicePaid` (out of band) | `out_of_band_receipts` | as above |
-//! | `RefundSucceeded` | `refunds` amount | `cardstream_clearing` amount |
+//! | `RefundSucceeded` | `refunds` amount − its VAT, `vat_payable` its VAT | `cardstream_clearing` amount |
 //! | `InvoiceVoided`, `InvoiceMarkedUncollectible` (write-off of what is still owed) | `bad_debt` | `customer_receivable` |
-//! | settlement received (hook, no stream yet: [`Movement::SettlementReceived`]) | `griffin_bank` net, `fees` fee | `cardstream_clearing` gross |
+//! | `SettlementExpected`, `SettlementExpectationUpdated` (the acquirer's fees, or their change) | `fees` | `cardstream_clearing` |
+//! | `BankCreditAllocated` (a Griffin credit matched to a settlement) | `griffin_bank` amount | `cardstream_clearing` amount |
+//! | `UnexpectedCredit` (a Griffin credit matching no settlement; project `""`) | `griffin_bank` amount | `unidentified_receipts` amount |
 //!
 //! A charge does not touch revenue: revenue is recognised when an invoice is finalized
 //! (every successful one-off payment gets a receipt invoice, so its revenue arrives with
 //! that). A payment without a customer gets no invoice and stays in `unapplied_payments`.
-//! Refunds are contra-revenue at their gross amount (the VAT inside a refund is not
-//! reclaimed from `vat_payable` by this version).
+//! A refund of a payment that paid an invoice gives back that invoice's VAT in proportion
+//! ([`domain::tax::refund_tax_share`], cumulative over partial refunds, so a full refund
+//! returns exactly the VAT booked); the rest is contra-revenue. A refund of a payment
+//! without an invoice (or refunded before its receipt was issued) is contra-revenue whole.
+//! After a settlement is paid, `cardstream_clearing` per currency is what the acquirer
+//! still owes (a shortfall) or overpaid (a surplus, negative).
 //!
 //! **Invariant**: every entry balances (checked before it is written, naming its event) and
 //! after every batch debits equal credits per project, mode and currency over `balances`;
@@ -34,9 +41,10 @@
 //!
 //! Tables: `lines` (the journal), `balances` (running totals per account, for the trial
 //! balance and the batch check), and what later events need: `intents` (currency of a
-//! charged intent), `refunds` (amounts of refunds started, not finished), `invoices` (open
-//! or uncollectible invoices' currency, total, amount paid and written off; a paid or
-//! voided invoice's row is deleted).
+//! charged intent, the total and tax of the invoice it paid, what was refunded of it),
+//! `refunds` (amounts of refunds started, not finished), `invoices` (open or uncollectible
+//! invoices' currency, total, tax, amount paid and written off; a paid or voided invoice's
+//! row is deleted), `settlements` (currency and fees booked per settlement).
 
 use std::collections::{HashMap, HashSet};
 
@@ -44,6 +52,7 @@ use cqrs_es::persist::EventUpcaster;
 use cqrs_es::Aggregate;
 use domain::invoice::{Invoice, InvoiceEvent};
 use domain::payment_intent::{PaymentIntent, PaymentIntentEvent};
+use domain::settlement::{BankCredit, BankCreditEvent, Settlement, SettlementEvent};
 use event_store::upcast::to_current_shape;
 use event_store::{EventMetadata, Mode, RecordedEvent};
 use serde::de::DeserializeOwned;
@@ -67,6 +76,8 @@ pub mod accounts {
     pub const UNAPPLIED_PAYMENTS: &str = "unapplied_payments";
     /// Liability: tax collected for the tax authority.
     pub const VAT_PAYABLE: &str = "vat_payable";
+    /// Liability: money in the bank that matched no settlement, until finance finds whose.
+    pub const UNIDENTIFIED_RECEIPTS: &str = "unidentified_receipts";
     /// Income: invoiced net amounts.
     pub const REVENUE: &str = "revenue";
     /// Contra-income: refunds given.
@@ -77,13 +88,14 @@ pub mod accounts {
     pub const FEES: &str = "fees";
 
     /// Every account, in the trial balance's order.
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 11] = [
         CARDSTREAM_CLEARING,
         GRIFFIN_BANK,
         CUSTOMER_RECEIVABLE,
         OUT_OF_BAND_RECEIPTS,
         UNAPPLIED_PAYMENTS,
         VAT_PAYABLE,
+        UNIDENTIFIED_RECEIPTS,
         REVENUE,
         REFUNDS,
         BAD_DEBT,
@@ -97,9 +109,7 @@ use accounts::*;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Movement {
     /// Money captured by the gateway (automatic capture, or a manual capture).
-    ChargeCaptured {
-        amount_minor: i64,
-    },
+    ChargeCaptured { amount_minor: i64 },
     /// An invoice's amounts fixed: `net + tax = total`.
     InvoiceFinalized {
         net_minor: i64,
@@ -112,19 +122,16 @@ pub enum Movement {
         out_of_band: bool,
         written_off_minor: i64,
     },
-    RefundSucceeded {
-        amount_minor: i64,
-    },
+    /// `tax_minor` of the refund is VAT given back.
+    RefundSucceeded { amount_minor: i64, tax_minor: i64 },
     /// What was still owed on a voided or uncollectible invoice.
-    InvoiceWrittenOff {
-        outstanding_minor: i64,
-    },
-    /// The hook for settlements (no settlements stream exists yet): `gross_minor` leaves
-    /// the gateway's clearing account, `fee_minor` of it is the fee, the rest lands at Griffin.
-    SettlementReceived {
-        gross_minor: i64,
-        fee_minor: i64,
-    },
+    InvoiceWrittenOff { outstanding_minor: i64 },
+    /// The acquirer's fees on a settlement, or their change when its figures change.
+    SettlementFees { fee_minor: i64 },
+    /// A Griffin credit allocated to a settlement.
+    SettlementReceived { amount_minor: i64 },
+    /// A Griffin credit that matched no settlement.
+    UnexpectedCredit { amount_minor: i64 },
 }
 
 /// One line of an entry: exactly one of `debit_minor` and `credit_minor` is non-zero.
@@ -194,21 +201,29 @@ pub fn post(movement: &Movement) -> Vec<Posting> {
                 credit(CUSTOMER_RECEIVABLE, amount_minor - recovered),
             ]
         }
-        Movement::RefundSucceeded { amount_minor } => vec![
-            debit(REFUNDS, amount_minor),
+        Movement::RefundSucceeded {
+            amount_minor,
+            tax_minor,
+        } => vec![
+            debit(REFUNDS, amount_minor - tax_minor),
+            debit(VAT_PAYABLE, tax_minor),
             credit(CARDSTREAM_CLEARING, amount_minor),
         ],
         Movement::InvoiceWrittenOff { outstanding_minor } => vec![
             debit(BAD_DEBT, outstanding_minor),
             credit(CUSTOMER_RECEIVABLE, outstanding_minor),
         ],
-        Movement::SettlementReceived {
-            gross_minor,
-            fee_minor,
-        } => vec![
-            debit(GRIFFIN_BANK, gross_minor - fee_minor),
+        Movement::SettlementFees { fee_minor } => vec![
             debit(FEES, fee_minor),
-            credit(CARDSTREAM_CLEARING, gross_minor),
+            credit(CARDSTREAM_CLEARING, fee_minor),
+        ],
+        Movement::SettlementReceived { amount_minor } => vec![
+            debit(GRIFFIN_BANK, amount_minor),
+            credit(CARDSTREAM_CLEARING, amount_minor),
+        ],
+        Movement::UnexpectedCredit { amount_minor } => vec![
+            debit(GRIFFIN_BANK, amount_minor),
+            credit(UNIDENTIFIED_RECEIPTS, amount_minor),
         ],
     };
     postings
@@ -282,12 +297,19 @@ const INVOICE_EVENTS: [&str; 6] = [
     "InvoiceMarkedUncollectible",
 ];
 
+/// The Settlement events the journal reads (the outcomes repeat what the credits say).
+const SETTLEMENT_EVENTS: [&str; 2] = ["SettlementExpected", "SettlementExpectationUpdated"];
+
 /// Whether the journal reads this event at all (cheap: no payload parsing).
 pub fn is_money_moving(event: &RecordedEvent) -> bool {
-    (event.aggregate_type == PaymentIntent::TYPE
-        && INTENT_EVENTS.contains(&event.event_type.as_str()))
-        || (event.aggregate_type == Invoice::TYPE
-            && INVOICE_EVENTS.contains(&event.event_type.as_str()))
+    let event_type = event.event_type.as_str();
+    match event.aggregate_type.as_str() {
+        PaymentIntent::TYPE => INTENT_EVENTS.contains(&event_type),
+        Invoice::TYPE => INVOICE_EVENTS.contains(&event_type),
+        Settlement::TYPE => SETTLEMENT_EVENTS.contains(&event_type),
+        BankCredit::TYPE => true,
+        _ => false,
+    }
 }
 
 /// Decodes a payload, through the upcasters only when one applies to it.
@@ -312,16 +334,36 @@ pub(crate) fn decode<E: DeserializeOwned>(
 pub struct InvoiceMemory {
     pub currency: String,
     pub total_minor: i64,
+    pub tax_minor: i64,
     pub paid_minor: i64,
     pub written_off_minor: i64,
     pub finalized: bool,
 }
 
+/// What the journal remembers of a charged intent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IntentMemory {
+    pub currency: String,
+    /// Total and tax of the invoice this payment paid (0 and 0: none).
+    pub invoice_total_minor: i64,
+    pub invoice_tax_minor: i64,
+    /// Refunded so far (succeeded refunds).
+    pub refunded_minor: i64,
+}
+
+/// What the journal remembers of a settlement: its currency and the fees booked for it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SettlementMemory {
+    pub currency: String,
+    pub fees_minor: i64,
+}
+
 /// What earlier events left for later ones, for the ids one batch touches.
 #[derive(Debug, Default)]
 pub struct Memory {
-    /// Charged intents' currencies.
-    pub intents: HashMap<String, String>,
+    /// Charged intents.
+    pub intents: HashMap<String, IntentMemory>,
+    pub settlements: HashMap<String, SettlementMemory>,
     /// Refunds started and not finished: amounts.
     pub refunds: HashMap<String, i64>,
     /// `None`: paid or voided (its row goes).
@@ -332,6 +374,29 @@ pub struct Memory {
 pub enum Decoded {
     Intent(PaymentIntentEvent),
     Invoice(InvoiceEvent),
+    Settlement(SettlementEvent),
+    Credit(BankCreditEvent),
+}
+
+impl Decoded {
+    /// Decodes a money-moving event ([`is_money_moving`]).
+    pub fn of(
+        event: &RecordedEvent,
+        upcasters: &[Box<dyn EventUpcaster>],
+    ) -> Result<Decoded, ProjectionError> {
+        Ok(match event.aggregate_type.as_str() {
+            PaymentIntent::TYPE => Decoded::Intent(decode(event, upcasters)?),
+            Invoice::TYPE => Decoded::Invoice(decode(event, upcasters)?),
+            Settlement::TYPE => Decoded::Settlement(decode(event, upcasters)?),
+            BankCredit::TYPE => Decoded::Credit(decode(event, upcasters)?),
+            other => {
+                return Err(ProjectionError::bad_event(
+                    event,
+                    format!("the journal does not read {other} events"),
+                ))
+            }
+        })
+    }
 }
 
 /// The movement an event makes, in which currency, updating `memory`; `None` for events
@@ -342,17 +407,23 @@ pub fn movement(
     memory: &mut Memory,
 ) -> Result<Option<(String, Movement)>, ProjectionError> {
     let id = &event.aggregate_id;
-    let intent_currency =
-        |memory: &Memory| {
-            memory.intents.get(id).cloned().ok_or_else(|| {
-                ProjectionError::bad_event(event, "the intent's charge was never seen")
-            })
-        };
+    let intent_currency = |memory: &Memory| {
+        memory
+            .intents
+            .get(id)
+            .map(|intent| intent.currency.clone())
+            .ok_or_else(|| ProjectionError::bad_event(event, "the intent's charge was never seen"))
+    };
     Ok(match decoded {
         Decoded::Intent(intent_event) => match intent_event {
             PaymentIntentEvent::ChargeSucceeded { amount, .. } => {
                 let currency = amount.currency.as_str().to_string();
-                memory.intents.insert(id.clone(), currency.clone());
+                memory
+                    .intents
+                    .entry(id.clone())
+                    .or_default()
+                    .currency
+                    .clone_from(&currency);
                 Some((
                     currency,
                     Movement::ChargeCaptured {
@@ -361,9 +432,8 @@ pub fn movement(
                 ))
             }
             PaymentIntentEvent::ChargeAuthorized { amount, .. } => {
-                memory
-                    .intents
-                    .insert(id.clone(), amount.currency.as_str().to_string());
+                memory.intents.entry(id.clone()).or_default().currency =
+                    amount.currency.as_str().to_string();
                 None
             }
             PaymentIntentEvent::PaymentIntentCaptured {
@@ -384,10 +454,22 @@ pub fn movement(
                 let amount = memory.refunds.remove(refund_id).ok_or_else(|| {
                     ProjectionError::bad_event(event, "the refund's start was never seen")
                 })?;
+                let intent = memory.intents.get_mut(id).ok_or_else(|| {
+                    ProjectionError::bad_event(event, "the intent's charge was never seen")
+                })?;
+                let tax = domain::tax::refund_tax_share(
+                    intent.invoice_total_minor,
+                    intent.invoice_tax_minor,
+                    intent.refunded_minor,
+                    amount,
+                )
+                .map_err(|error| ProjectionError::bad_event(event, error))?;
+                intent.refunded_minor += amount;
                 Some((
-                    intent_currency(memory)?,
+                    intent.currency.clone(),
                     Movement::RefundSucceeded {
                         amount_minor: amount,
+                        tax_minor: tax,
                     },
                 ))
             }
@@ -424,6 +506,7 @@ pub fn movement(
                 InvoiceEvent::InvoiceFinalized { totals, .. } => {
                     let mut invoice = known(memory)?;
                     invoice.total_minor = totals.total;
+                    invoice.tax_minor = totals.tax;
                     invoice.finalized = true;
                     let currency = invoice.currency.clone();
                     memory.invoices.insert(id.clone(), Some(invoice));
@@ -437,12 +520,21 @@ pub fn movement(
                     ))
                 }
                 InvoiceEvent::InvoicePaid {
+                    payment_intent,
                     amount_paid,
                     out_of_band,
                     ..
                 } => {
                     let invoice = known(memory)?;
                     memory.invoices.insert(id.clone(), None);
+                    // Its refunds give back its VAT.
+                    if let Some(intent) = payment_intent
+                        .as_ref()
+                        .and_then(|intent| memory.intents.get_mut(intent))
+                    {
+                        intent.invoice_total_minor = invoice.total_minor;
+                        intent.invoice_tax_minor = invoice.tax_minor;
+                    }
                     Some((
                         invoice.currency,
                         Movement::InvoicePaid {
@@ -476,6 +568,47 @@ pub fn movement(
                 _ => None,
             }
         }
+        Decoded::Settlement(settlement_event) => match settlement_event {
+            SettlementEvent::SettlementExpected { currency, fees, .. } => {
+                let currency = currency.to_ascii_lowercase();
+                memory.settlements.insert(
+                    id.clone(),
+                    SettlementMemory {
+                        currency: currency.clone(),
+                        fees_minor: *fees,
+                    },
+                );
+                (*fees != 0).then_some((currency, Movement::SettlementFees { fee_minor: *fees }))
+            }
+            SettlementEvent::SettlementExpectationUpdated { fees, .. } => {
+                let settlement = memory.settlements.get_mut(id).ok_or_else(|| {
+                    ProjectionError::bad_event(event, "the settlement's expectation was never seen")
+                })?;
+                let change = fees - settlement.fees_minor;
+                settlement.fees_minor = *fees;
+                (change != 0).then(|| {
+                    (
+                        settlement.currency.clone(),
+                        Movement::SettlementFees { fee_minor: change },
+                    )
+                })
+            }
+            _ => None,
+        },
+        Decoded::Credit(credit_event) => match credit_event {
+            BankCreditEvent::BankCreditAllocated { credit, .. } => Some((
+                credit.currency.to_ascii_lowercase(),
+                Movement::SettlementReceived {
+                    amount_minor: credit.amount,
+                },
+            )),
+            BankCreditEvent::UnexpectedCredit { credit, .. } => Some((
+                credit.currency.to_ascii_lowercase(),
+                Movement::UnexpectedCredit {
+                    amount_minor: credit.amount,
+                },
+            )),
+        },
     })
 }
 
@@ -546,6 +679,17 @@ fn occurred_at(decoded: &Decoded) -> i64 {
             | InvoiceEvent::InvoiceMarkedUncollectible { at } => *at,
             _ => 0,
         },
+        Decoded::Settlement(event) => match event {
+            SettlementEvent::SettlementExpected { at, .. }
+            | SettlementEvent::SettlementExpectationUpdated { at, .. }
+            | SettlementEvent::SettlementMatched { at, .. }
+            | SettlementEvent::SettlementShortfall { at, .. }
+            | SettlementEvent::SettlementSurplus { at, .. } => *at,
+        },
+        Decoded::Credit(event) => match event {
+            BankCreditEvent::BankCreditAllocated { at, .. }
+            | BankCreditEvent::UnexpectedCredit { at, .. } => *at,
+        },
     }
 }
 
@@ -580,8 +724,16 @@ impl Projection for Journal {
             PRIMARY KEY (project, livemode, account, currency)
         );
         CREATE TABLE intents (
-            id       text PRIMARY KEY,
-            currency text NOT NULL
+            id                  text   PRIMARY KEY,
+            currency            text   NOT NULL,
+            invoice_total_minor bigint NOT NULL,
+            invoice_tax_minor   bigint NOT NULL,
+            refunded_minor      bigint NOT NULL
+        );
+        CREATE TABLE settlements (
+            id         text   PRIMARY KEY,
+            currency   text   NOT NULL,
+            fees_minor bigint NOT NULL
         );
         CREATE TABLE refunds (
             id           text   PRIMARY KEY,
@@ -591,6 +743,7 @@ impl Projection for Journal {
             id                text    PRIMARY KEY,
             currency          text    NOT NULL,
             total_minor       bigint  NOT NULL,
+            tax_minor         bigint  NOT NULL,
             paid_minor        bigint  NOT NULL,
             written_off_minor bigint  NOT NULL,
             finalized         boolean NOT NULL
@@ -609,42 +762,48 @@ impl Projection for Journal {
     ) -> Result<(), ProjectionError> {
         let mut decoded = Vec::new();
         for event in events.iter().filter(|event| is_money_moving(event)) {
-            let payload = if event.aggregate_type == PaymentIntent::TYPE {
-                Decoded::Intent(decode(event, &self.upcasters)?)
-            } else {
-                Decoded::Invoice(decode(event, &self.upcasters)?)
-            };
-            decoded.push((event, payload));
+            decoded.push((event, Decoded::of(event, &self.upcasters)?));
         }
         if decoded.is_empty() {
             return Ok(());
         }
         let mut memory = load_memory(&mut *connection, &decoded).await?;
         let before_invoices: HashSet<String> = memory.invoices.keys().cloned().collect();
-        let mut new_intents = Vec::new();
+        let mut touched = Touched::default();
         let mut new_refunds = Vec::new();
         let mut finished_refunds = Vec::new();
         let mut lines = Lines::default();
         let mut balances: HashMap<BalanceKey, (i64, i64)> = HashMap::new();
         for (event, payload) in &decoded {
-            // What this event adds to memory, for the rows written below.
-            if let Decoded::Intent(intent_event) = payload {
-                match intent_event {
+            // What this event changes in memory, for the rows written below.
+            match payload {
+                Decoded::Intent(intent_event) => match intent_event {
                     PaymentIntentEvent::ChargeSucceeded { .. }
-                    | PaymentIntentEvent::ChargeAuthorized { .. }
-                        if !memory.intents.contains_key(&event.aggregate_id) =>
-                    {
-                        new_intents.push(event.aggregate_id.clone());
+                    | PaymentIntentEvent::ChargeAuthorized { .. } => {
+                        touched.intents.insert(event.aggregate_id.clone());
                     }
                     PaymentIntentEvent::RefundStarted { refund_id, .. } => {
                         new_refunds.push(refund_id.clone())
                     }
-                    PaymentIntentEvent::RefundSucceeded { refund_id, .. }
-                    | PaymentIntentEvent::RefundFailed { refund_id, .. } => {
+                    PaymentIntentEvent::RefundSucceeded { refund_id, .. } => {
+                        touched.intents.insert(event.aggregate_id.clone());
+                        finished_refunds.push(refund_id.clone())
+                    }
+                    PaymentIntentEvent::RefundFailed { refund_id, .. } => {
                         finished_refunds.push(refund_id.clone())
                     }
                     _ => {}
+                },
+                Decoded::Invoice(InvoiceEvent::InvoicePaid {
+                    payment_intent: Some(intent),
+                    ..
+                }) => {
+                    touched.intents.insert(intent.clone());
                 }
+                Decoded::Settlement(_) => {
+                    touched.settlements.insert(event.aggregate_id.clone());
+                }
+                _ => {}
             }
             let Some((currency, movement)) = movement(event, payload, &mut memory)? else {
                 continue;
@@ -690,7 +849,7 @@ impl Projection for Journal {
         write_memory(
             &mut *connection,
             &memory,
-            &new_intents,
+            &touched,
             &new_refunds,
             &finished_refunds,
             &before_invoices,
@@ -701,7 +860,15 @@ impl Projection for Journal {
     }
 }
 
-/// What earlier batches remembered about the intents, refunds and invoices of this batch.
+/// The memory rows one batch changed (beyond refunds and invoices, tracked on their own).
+#[derive(Default)]
+struct Touched {
+    intents: HashSet<String>,
+    settlements: HashSet<String>,
+}
+
+/// What earlier batches remembered about the intents, refunds, invoices and settlements of
+/// this batch.
 async fn load_memory(
     connection: &mut PgConnection,
     decoded: &[(&RecordedEvent, Decoded)],
@@ -710,26 +877,54 @@ async fn load_memory(
     let mut intent_ids = Vec::new();
     let mut refund_ids = Vec::new();
     let mut invoice_ids = Vec::new();
+    let mut settlement_ids = Vec::new();
     for (event, payload) in decoded {
         match payload {
-            Decoded::Intent(PaymentIntentEvent::PaymentIntentCaptured { .. }) => {
-                intent_ids.push(event.aggregate_id.as_str())
-            }
+            Decoded::Intent(
+                PaymentIntentEvent::PaymentIntentCaptured { .. }
+                | PaymentIntentEvent::ChargeSucceeded { .. }
+                | PaymentIntentEvent::ChargeAuthorized { .. },
+            ) => intent_ids.push(event.aggregate_id.as_str()),
             Decoded::Intent(PaymentIntentEvent::RefundSucceeded { refund_id, .. }) => {
                 intent_ids.push(event.aggregate_id.as_str());
                 refund_ids.push(refund_id.as_str());
             }
             Decoded::Invoice(InvoiceEvent::InvoiceCreated { .. }) | Decoded::Intent(_) => {}
-            Decoded::Invoice(_) => invoice_ids.push(event.aggregate_id.as_str()),
+            Decoded::Invoice(invoice_event) => {
+                invoice_ids.push(event.aggregate_id.as_str());
+                if let InvoiceEvent::InvoicePaid {
+                    payment_intent: Some(intent),
+                    ..
+                } = invoice_event
+                {
+                    intent_ids.push(intent.as_str());
+                }
+            }
+            Decoded::Settlement(SettlementEvent::SettlementExpectationUpdated { .. }) => {
+                settlement_ids.push(event.aggregate_id.as_str())
+            }
+            Decoded::Settlement(_) | Decoded::Credit(_) => {}
         }
     }
     if !intent_ids.is_empty() {
-        memory.intents = sqlx::query_as("SELECT id, currency FROM intents WHERE id = ANY($1)")
-            .bind(&intent_ids)
-            .fetch_all(&mut *connection)
-            .await?
-            .into_iter()
-            .collect();
+        let rows: Vec<(String, String, i64, i64, i64)> = sqlx::query_as(
+            "SELECT id, currency, invoice_total_minor, invoice_tax_minor, refunded_minor \
+             FROM intents WHERE id = ANY($1)",
+        )
+        .bind(&intent_ids)
+        .fetch_all(&mut *connection)
+        .await?;
+        for (id, currency, invoice_total_minor, invoice_tax_minor, refunded_minor) in rows {
+            memory.intents.insert(
+                id,
+                IntentMemory {
+                    currency,
+                    invoice_total_minor,
+                    invoice_tax_minor,
+                    refunded_minor,
+                },
+            );
+        }
     }
     if !refund_ids.is_empty() {
         memory.refunds = sqlx::query_as("SELECT id, amount_minor FROM refunds WHERE id = ANY($1)")
@@ -740,23 +935,42 @@ async fn load_memory(
             .collect();
     }
     if !invoice_ids.is_empty() {
-        let rows: Vec<(String, String, i64, i64, i64, bool)> = sqlx::query_as(
-            "SELECT id, currency, total_minor, paid_minor, written_off_minor, finalized \
+        let rows: Vec<(String, String, i64, i64, i64, i64, bool)> = sqlx::query_as(
+            "SELECT id, currency, total_minor, tax_minor, paid_minor, written_off_minor, \
+                 finalized \
              FROM invoices WHERE id = ANY($1)",
         )
         .bind(&invoice_ids)
         .fetch_all(&mut *connection)
         .await?;
-        for (id, currency, total_minor, paid_minor, written_off_minor, finalized) in rows {
+        for (id, currency, total_minor, tax_minor, paid_minor, written_off_minor, finalized) in rows
+        {
             memory.invoices.insert(
                 id,
                 Some(InvoiceMemory {
                     currency,
                     total_minor,
+                    tax_minor,
                     paid_minor,
                     written_off_minor,
                     finalized,
                 }),
+            );
+        }
+    }
+    if !settlement_ids.is_empty() {
+        let rows: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT id, currency, fees_minor FROM settlements WHERE id = ANY($1)")
+                .bind(&settlement_ids)
+                .fetch_all(&mut *connection)
+                .await?;
+        for (id, currency, fees_minor) in rows {
+            memory.settlements.insert(
+                id,
+                SettlementMemory {
+                    currency,
+                    fees_minor,
+                },
             );
         }
     }
@@ -766,22 +980,65 @@ async fn load_memory(
 async fn write_memory(
     connection: &mut PgConnection,
     memory: &Memory,
-    new_intents: &[String],
+    touched: &Touched,
     new_refunds: &[String],
     finished_refunds: &[String],
     before_invoices: &HashSet<String>,
 ) -> Result<(), ProjectionError> {
-    if !new_intents.is_empty() {
-        let currencies: Vec<&str> = new_intents
-            .iter()
-            .map(|id| memory.intents.get(id).map_or("", String::as_str))
-            .collect();
+    let intents: Vec<(&String, &IntentMemory)> = touched
+        .intents
+        .iter()
+        .filter_map(|id| memory.intents.get(id).map(|intent| (id, intent)))
+        .collect();
+    if !intents.is_empty() {
+        let ids: Vec<&str> = intents.iter().map(|(id, _)| id.as_str()).collect();
+        let currencies: Vec<&str> = intents.iter().map(|(_, i)| i.currency.as_str()).collect();
+        let totals: Vec<i64> = intents.iter().map(|(_, i)| i.invoice_total_minor).collect();
+        let taxes: Vec<i64> = intents.iter().map(|(_, i)| i.invoice_tax_minor).collect();
+        let refunded: Vec<i64> = intents.iter().map(|(_, i)| i.refunded_minor).collect();
         sqlx::query(
-            "INSERT INTO intents (id, currency) SELECT * FROM UNNEST($1::text[], $2::text[]) \
-             ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO intents (id, currency, invoice_total_minor, invoice_tax_minor, \
+                 refunded_minor) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[], \
+                 $5::bigint[]) \
+             ON CONFLICT (id) DO UPDATE SET currency = EXCLUDED.currency, \
+                 invoice_total_minor = EXCLUDED.invoice_total_minor, \
+                 invoice_tax_minor = EXCLUDED.invoice_tax_minor, \
+                 refunded_minor = EXCLUDED.refunded_minor",
         )
-        .bind(new_intents)
+        .bind(&ids)
         .bind(&currencies)
+        .bind(&totals)
+        .bind(&taxes)
+        .bind(&refunded)
+        .execute(&mut *connection)
+        .await?;
+    }
+    let settlements: Vec<(&String, &SettlementMemory)> = touched
+        .settlements
+        .iter()
+        .filter_map(|id| {
+            memory
+                .settlements
+                .get(id)
+                .map(|settlement| (id, settlement))
+        })
+        .collect();
+    if !settlements.is_empty() {
+        let ids: Vec<&str> = settlements.iter().map(|(id, _)| id.as_str()).collect();
+        let currencies: Vec<&str> = settlements
+            .iter()
+            .map(|(_, s)| s.currency.as_str())
+            .collect();
+        let fees: Vec<i64> = settlements.iter().map(|(_, s)| s.fees_minor).collect();
+        sqlx::query(
+            "INSERT INTO settlements (id, currency, fees_minor) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[]) \
+             ON CONFLICT (id) DO UPDATE SET fees_minor = EXCLUDED.fees_minor",
+        )
+        .bind(&ids)
+        .bind(&currencies)
+        .bind(&fees)
         .execute(&mut *connection)
         .await?;
     }
@@ -808,14 +1065,7 @@ async fn write_memory(
             .await?;
     }
     let mut gone = Vec::new();
-    let mut kept = (
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-    );
+    let mut kept = KeptInvoices::default();
     for (id, invoice) in &memory.invoices {
         match invoice {
             None => {
@@ -824,12 +1074,13 @@ async fn write_memory(
                 }
             }
             Some(invoice) => {
-                kept.0.push(id.as_str());
-                kept.1.push(invoice.currency.as_str());
-                kept.2.push(invoice.total_minor);
-                kept.3.push(invoice.paid_minor);
-                kept.4.push(invoice.written_off_minor);
-                kept.5.push(invoice.finalized);
+                kept.ids.push(id.as_str());
+                kept.currencies.push(invoice.currency.as_str());
+                kept.totals.push(invoice.total_minor);
+                kept.taxes.push(invoice.tax_minor);
+                kept.paid.push(invoice.paid_minor);
+                kept.written_off.push(invoice.written_off_minor);
+                kept.finalized.push(invoice.finalized);
             }
         }
     }
@@ -839,26 +1090,40 @@ async fn write_memory(
             .execute(&mut *connection)
             .await?;
     }
-    if !kept.0.is_empty() {
+    if !kept.ids.is_empty() {
         sqlx::query(
-            "INSERT INTO invoices (id, currency, total_minor, paid_minor, written_off_minor, \
-                 finalized) \
+            "INSERT INTO invoices (id, currency, total_minor, tax_minor, paid_minor, \
+                 written_off_minor, finalized) \
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[], \
-                 $5::bigint[], $6::boolean[]) \
+                 $5::bigint[], $6::bigint[], $7::boolean[]) \
              ON CONFLICT (id) DO UPDATE SET currency = EXCLUDED.currency, \
-                 total_minor = EXCLUDED.total_minor, paid_minor = EXCLUDED.paid_minor, \
+                 total_minor = EXCLUDED.total_minor, tax_minor = EXCLUDED.tax_minor, \
+                 paid_minor = EXCLUDED.paid_minor, \
                  written_off_minor = EXCLUDED.written_off_minor, finalized = EXCLUDED.finalized",
         )
-        .bind(&kept.0)
-        .bind(&kept.1)
-        .bind(&kept.2)
-        .bind(&kept.3)
-        .bind(&kept.4)
-        .bind(&kept.5)
+        .bind(&kept.ids)
+        .bind(&kept.currencies)
+        .bind(&kept.totals)
+        .bind(&kept.taxes)
+        .bind(&kept.paid)
+        .bind(&kept.written_off)
+        .bind(&kept.finalized)
         .execute(&mut *connection)
         .await?;
     }
     Ok(())
+}
+
+/// The open invoices one batch leaves, column by column.
+#[derive(Default)]
+struct KeptInvoices<'a> {
+    ids: Vec<&'a str>,
+    currencies: Vec<&'a str>,
+    totals: Vec<i64>,
+    taxes: Vec<i64>,
+    paid: Vec<i64>,
+    written_off: Vec<i64>,
+    finalized: Vec<bool>,
 }
 
 async fn write_lines(
@@ -1144,21 +1409,33 @@ mod tests {
 
     #[test]
     fn refunds_write_offs_and_settlements_balance() {
-        let refund = balanced(Movement::RefundSucceeded { amount_minor: 500 });
+        let refund = balanced(Movement::RefundSucceeded {
+            amount_minor: 600,
+            tax_minor: 100,
+        });
         assert_eq!(side(&refund, REFUNDS), (500, 0));
-        assert_eq!(side(&refund, CARDSTREAM_CLEARING), (0, 500));
+        assert_eq!(side(&refund, VAT_PAYABLE), (100, 0));
+        assert_eq!(side(&refund, CARDSTREAM_CLEARING), (0, 600));
         let write_off = balanced(Movement::InvoiceWrittenOff {
             outstanding_minor: 700,
         });
         assert_eq!(side(&write_off, BAD_DEBT), (700, 0));
         assert_eq!(side(&write_off, CUSTOMER_RECEIVABLE), (0, 700));
-        let settlement = balanced(Movement::SettlementReceived {
-            gross_minor: 10_000,
-            fee_minor: 150,
+        let fees = balanced(Movement::SettlementFees { fee_minor: 150 });
+        assert_eq!(side(&fees, FEES), (150, 0));
+        assert_eq!(side(&fees, CARDSTREAM_CLEARING), (0, 150));
+        // Fees revised down come back out of the fees account.
+        let lower = balanced(Movement::SettlementFees { fee_minor: -20 });
+        assert_eq!(side(&lower, FEES), (0, 20));
+        assert_eq!(side(&lower, CARDSTREAM_CLEARING), (20, 0));
+        let received = balanced(Movement::SettlementReceived {
+            amount_minor: 9_850,
         });
-        assert_eq!(side(&settlement, GRIFFIN_BANK), (9_850, 0));
-        assert_eq!(side(&settlement, FEES), (150, 0));
-        assert_eq!(side(&settlement, CARDSTREAM_CLEARING), (0, 10_000));
+        assert_eq!(side(&received, GRIFFIN_BANK), (9_850, 0));
+        assert_eq!(side(&received, CARDSTREAM_CLEARING), (0, 9_850));
+        let unexpected = balanced(Movement::UnexpectedCredit { amount_minor: 42 });
+        assert_eq!(side(&unexpected, GRIFFIN_BANK), (42, 0));
+        assert_eq!(side(&unexpected, UNIDENTIFIED_RECEIPTS), (0, 42));
     }
 
     /// A rule that forgets the VAT line: the check refuses it, naming the event.
@@ -1238,7 +1515,10 @@ mod tests {
     fn an_invoices_life_nets_receivable_to_zero_and_keeps_revenue() {
         let mut memory = Memory::default();
         let mut books: HashMap<&'static str, i64> = HashMap::new();
-        let mut book = |event: RecordedEvent, decoded: Decoded, memory: &mut Memory| {
+        let book = |event: RecordedEvent,
+                    decoded: Decoded,
+                    memory: &mut Memory,
+                    books: &mut HashMap<&'static str, i64>| {
             if let Some((currency, movement)) = movement(&event, &decoded, memory).unwrap() {
                 assert_eq!(currency, "eur");
                 let postings = post(&movement);
@@ -1253,6 +1533,7 @@ mod tests {
             recorded("invoice", "in_1", 1, "InvoiceCreated"),
             invoice_created(Currency::EUR),
             &mut memory,
+            &mut books,
         );
         book(
             recorded("invoice", "in_1", 2, "InvoiceFinalized"),
@@ -1269,6 +1550,7 @@ mod tests {
                 at: 10,
             }),
             &mut memory,
+            &mut books,
         );
         book(
             recorded("payment_intent", "pi_1", 3, "ChargeSucceeded"),
@@ -1280,6 +1562,7 @@ mod tests {
                 at: 11,
             }),
             &mut memory,
+            &mut books,
         );
         book(
             recorded("invoice", "in_1", 4, "InvoicePaid"),
@@ -1290,6 +1573,7 @@ mod tests {
                 at: 11,
             }),
             &mut memory,
+            &mut books,
         );
         // A paid invoice is forgotten; voiding it later would be a bad event.
         assert_eq!(memory.invoices.get("in_1"), Some(&None));
@@ -1298,5 +1582,42 @@ mod tests {
         assert_eq!(books[CARDSTREAM_CLEARING], 1200);
         assert_eq!(books[REVENUE], -1000);
         assert_eq!(books[VAT_PAYABLE], -200);
+        // Refunded in two parts (a third, then the rest): the VAT comes back in proportion,
+        // exactly all of it in the end, and the rest is contra-revenue.
+        for (position, (refund, amount)) in [("re_1", 400), ("re_2", 800)].into_iter().enumerate() {
+            let position = 5 + 2 * position as i64;
+            book(
+                recorded("payment_intent", "pi_1", position, "RefundStarted"),
+                Decoded::Intent(PaymentIntentEvent::RefundStarted {
+                    refund_id: refund.to_string(),
+                    charge_id: "ch_1".to_string(),
+                    amount,
+                    reason: None,
+                    transaction_unique: format!("tu_{refund}"),
+                    metadata: Default::default(),
+                    at: 12,
+                }),
+                &mut memory,
+                &mut books,
+            );
+            book(
+                recorded("payment_intent", "pi_1", position + 1, "RefundSucceeded"),
+                Decoded::Intent(PaymentIntentEvent::RefundSucceeded {
+                    refund_id: refund.to_string(),
+                    at: 12,
+                }),
+                &mut memory,
+                &mut books,
+            );
+            if refund == "re_1" {
+                // A third of £2.00 VAT: 66.67 → 67.
+                assert_eq!(books[VAT_PAYABLE], -200 + 67);
+                assert_eq!(books[REFUNDS], 400 - 67);
+            }
+        }
+        assert_eq!(books[VAT_PAYABLE], 0);
+        assert_eq!(books[REFUNDS], 1000);
+        assert_eq!(books[CARDSTREAM_CLEARING], 0);
+        assert_eq!(memory.intents["pi_1"].refunded_minor, 1200);
     }
 }

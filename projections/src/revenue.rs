@@ -3,8 +3,10 @@
 //!
 //! **Definition.** Revenue, per currency = the net amounts (`subtotal_excluding_tax`: the
 //! lines without any tax) of invoices *paid* in the period — subscription, manual and
-//! one-off payments' receipt invoices alike — minus refunds that *succeeded* in the period
-//! (their full amount). The period is by the events' own times (`at`: a test clock's time
+//! one-off payments' receipt invoices alike — minus refunds that *succeeded* in the period,
+//! net of the VAT they give back (the paid invoice's tax in proportion,
+//! [`domain::tax::refund_tax_share`], exactly as the journal books it; a refund of a payment
+//! without an invoice counts whole). The period is by the events' own times (`at`: a test clock's time
 //! for its customers), in UTC days, both ends included. Unpaid, voided and uncollectible
 //! invoices count nothing; a payment without a customer gets no invoice, so it counts only
 //! if refunded (as a negative). Tax is never revenue.
@@ -99,6 +101,10 @@ struct IntentMemory {
     customer: Option<String>,
     /// The invoice this payment paid.
     invoice: Option<String>,
+    /// That invoice's total and tax, and what was refunded of this payment so far.
+    invoice_total_minor: i64,
+    invoice_tax_minor: i64,
+    refunded_minor: i64,
 }
 
 #[derive(Debug, Default)]
@@ -109,6 +115,8 @@ struct InvoiceMemory {
     /// Net amount per line's product.
     lines: Vec<(String, i64)>,
     net_minor: i64,
+    total_minor: i64,
+    tax_minor: i64,
 }
 
 const ONE_OFF: &str = "(one-off payment)";
@@ -211,6 +219,7 @@ impl RevenueFold {
                             currency: amount.currency.as_str().to_string(),
                             customer,
                             invoice,
+                            ..IntentMemory::default()
                         },
                     );
                 }
@@ -226,12 +235,23 @@ impl RevenueFold {
                     let amount = self.refunds.remove(&refund_id).ok_or_else(|| {
                         ProjectionError::bad_event(event, "the refund's start was never seen")
                     })?;
+                    let memory = self.intents.get_mut(id).ok_or_else(|| {
+                        ProjectionError::bad_event(event, "the intent's creation was never seen")
+                    })?;
+                    let tax = domain::tax::refund_tax_share(
+                        memory.invoice_total_minor,
+                        memory.invoice_tax_minor,
+                        memory.refunded_minor,
+                        amount,
+                    )
+                    .map_err(|error| ProjectionError::bad_event(event, error))?;
+                    memory.refunded_minor += amount;
                     if !self.in_period(at) {
                         return Ok(());
                     }
-                    let memory = self.intents.get(id).ok_or_else(|| {
-                        ProjectionError::bad_event(event, "the intent's creation was never seen")
-                    })?;
+                    let Some(memory) = self.intents.get(id) else {
+                        return Ok(());
+                    };
                     let product = memory
                         .invoice
                         .as_ref()
@@ -240,7 +260,7 @@ impl RevenueFold {
                     let customer = memory.customer.as_deref().unwrap_or("(guest)");
                     let group = self.group(at, product, customer);
                     let currency = memory.currency.clone();
-                    self.add(group, &currency, 0, amount);
+                    self.add(group, &currency, 0, amount - tax);
                 }
                 _ => {}
             }
@@ -261,6 +281,8 @@ impl RevenueFold {
                             .map(|line| (product_of(line, receipt), line_net(line)))
                             .collect(),
                         net_minor: 0,
+                        total_minor: 0,
+                        tax_minor: 0,
                     },
                 );
             }
@@ -275,6 +297,8 @@ impl RevenueFold {
             InvoiceEvent::InvoiceFinalized { totals, .. } => {
                 if let Some(memory) = self.invoices.get_mut(id) {
                     memory.net_minor = totals.subtotal_excluding_tax;
+                    memory.total_minor = totals.total;
+                    memory.tax_minor = totals.tax;
                 }
             }
             InvoiceEvent::InvoiceVoided { .. } | InvoiceEvent::InvoiceDeleted { .. } => {
@@ -302,6 +326,8 @@ impl RevenueFold {
                     .and_then(|intent| self.intents.get_mut(intent))
                 {
                     intent.invoice = Some(id.clone());
+                    intent.invoice_total_minor = memory.total_minor;
+                    intent.invoice_tax_minor = memory.tax_minor;
                 }
                 self.paid_products.insert(id.clone(), single);
                 if !self.in_period(at) {

@@ -7,6 +7,11 @@
 //! only one applies a given projection's batch at a time, and each starts from the
 //! checkpoint the previous one committed.
 //!
+//! Versions: every projection's tables are stamped with a fingerprint of what built them
+//! (its name, [`Projection::version`], schema and index SQL). [`ProjectionRuntime::ensure_current`]
+//! rebuilds a projection whose stamp differs (new columns, new posting rules) before it
+//! follows again, so a deployment never applies new code to tables the old code built.
+//!
 //! Rebuild: the projection's tables are built from zero in a second schema
 //! (`<name>__rebuild`) while the live one keeps serving and advancing; then, in one
 //! transaction holding the projection's lock, the rebuild catches up to the horizon and the
@@ -86,6 +91,12 @@ pub trait Projection: Send + Sync {
     /// tables for a new projection, but only after loading during a rebuild.
     fn index_sql(&self) -> &'static str {
         ""
+    }
+
+    /// Bump when `apply` changes what it writes without the SQL changing (a new rule): the
+    /// projection is then rebuilt on its next start.
+    fn version(&self) -> u32 {
+        1
     }
 
     /// Whether `apply` reads event payloads. Projections that do not (the stream index) are
@@ -217,6 +228,35 @@ struct Batch {
 }
 
 const LOCK_SQL: &str = "SELECT pg_advisory_xact_lock(hashtextextended('projection:' || $1, 0))";
+/// Whether a projection's tables were built by the code running now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    Current,
+    /// Built by another version (or before versions were stamped).
+    Stale,
+}
+
+/// What built a projection's tables: its name, version, schema and indexes, hashed.
+pub fn fingerprint(projection: &dyn Projection) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for part in [
+        projection.name().as_bytes(),
+        projection.version().to_string().as_bytes(),
+        projection.schema_sql().as_bytes(),
+        projection.index_sql().as_bytes(),
+    ] {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part);
+    }
+    hasher
+        .finalize()
+        .iter()
+        .take(16)
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
 fn quoted(schema: &str) -> String {
     format!("\"{}\"", schema.replace('"', "\"\""))
 }
@@ -266,8 +306,12 @@ impl ProjectionRuntime {
         &self.pool
     }
 
-    /// Creates the projection's schema, tables and checkpoint unless they exist.
-    pub async fn ensure_created(&self, projection: &dyn Projection) -> Result<(), ProjectionError> {
+    /// Creates the projection's schema, tables and checkpoint unless they exist; says whether
+    /// existing tables were built by this version of the projection.
+    pub async fn ensure_created(
+        &self,
+        projection: &dyn Projection,
+    ) -> Result<Freshness, ProjectionError> {
         let mut transaction = self.pool.begin().await?;
         sqlx::query(LOCK_SQL)
             .bind(projection.name())
@@ -278,7 +322,20 @@ impl ProjectionRuntime {
                 .bind(projection.name())
                 .fetch_one(&mut *transaction)
                 .await?;
-        if !exists {
+        let fingerprint = fingerprint(projection);
+        let freshness = if exists {
+            let stamped: Option<Option<String>> = sqlx::query_scalar(
+                "SELECT schema_fingerprint FROM public.projection_checkpoints WHERE name = $1",
+            )
+            .bind(projection.name())
+            .fetch_optional(&mut *transaction)
+            .await?;
+            if stamped.flatten().as_deref() == Some(fingerprint.as_str()) {
+                Freshness::Current
+            } else {
+                Freshness::Stale
+            }
+        } else {
             create_schema(&mut transaction, projection, projection.name()).await?;
             set_search_path(&mut transaction, projection.name()).await?;
             sqlx::raw_sql(projection.index_sql())
@@ -287,15 +344,75 @@ impl ProjectionRuntime {
             sqlx::query("SET LOCAL search_path TO public")
                 .execute(&mut *transaction)
                 .await?;
-        }
+            // New tables start from the beginning of the log, whatever a dropped schema's
+            // checkpoint said.
+            sqlx::query("DELETE FROM public.projection_checkpoints WHERE name = $1")
+                .bind(projection.name())
+                .execute(&mut *transaction)
+                .await?;
+            Freshness::Current
+        };
         sqlx::query(
-            "INSERT INTO public.projection_checkpoints (name) VALUES ($1) ON CONFLICT DO NOTHING",
+            "INSERT INTO public.projection_checkpoints (name, schema_fingerprint) VALUES ($1, $2) \
+             ON CONFLICT DO NOTHING",
         )
         .bind(projection.name())
+        .bind(&fingerprint)
         .execute(&mut *transaction)
         .await?;
         transaction.commit().await?;
-        Ok(())
+        Ok(freshness)
+    }
+
+    /// [`Self::ensure_created`], then a rebuild from the log if the tables were built by
+    /// another version of the projection. A projection that reads another's tables cannot be
+    /// rebuilt: its stamp is renewed instead (its tables change through migrations).
+    pub async fn ensure_current(
+        &self,
+        projection: &dyn Projection,
+        on_progress: impl FnMut(u64, u64),
+    ) -> Result<Freshness, ProjectionError> {
+        let freshness = self.ensure_created(projection).await?;
+        if freshness == Freshness::Current {
+            return Ok(freshness);
+        }
+        if projection.reads_after().is_some() {
+            sqlx::query(
+                "UPDATE public.projection_checkpoints SET schema_fingerprint = $2 WHERE name = $1",
+            )
+            .bind(projection.name())
+            .bind(fingerprint(projection))
+            .execute(&self.pool)
+            .await?;
+            return Ok(freshness);
+        }
+        // One rebuild at a time (another process starting beside this one may have found it
+        // stale too): the first rebuilds, the others find it current when they get the lock.
+        let _lock = self.rebuild_lock(projection).await?;
+        if self.ensure_created(projection).await? == Freshness::Current {
+            return Ok(freshness);
+        }
+        tracing::warn!(
+            projection = projection.name(),
+            "its tables were built by another version: rebuilding it from the log"
+        );
+        self.rebuild_locked(projection, on_progress).await?;
+        Ok(freshness)
+    }
+
+    /// Holds the projection's rebuild lock until the returned connection is dropped (it is
+    /// detached from the pool, so dropping it closes it and the server releases the lock,
+    /// whatever happened meanwhile).
+    async fn rebuild_lock(
+        &self,
+        projection: &dyn Projection,
+    ) -> Result<PgConnection, ProjectionError> {
+        let mut connection = self.pool.acquire().await?.detach();
+        sqlx::query("SELECT pg_advisory_lock(hashtextextended('projection-rebuild:' || $1, 0))")
+            .bind(projection.name())
+            .execute(&mut connection)
+            .await?;
+        Ok(connection)
     }
 
     /// Applies the next batch of up to `limit` events; returns how many it applied.
@@ -449,6 +566,15 @@ impl ProjectionRuntime {
     pub async fn rebuild(
         &self,
         projection: &dyn Projection,
+        on_progress: impl FnMut(u64, u64),
+    ) -> Result<u64, ProjectionError> {
+        let _lock = self.rebuild_lock(projection).await?;
+        self.rebuild_locked(projection, on_progress).await
+    }
+
+    async fn rebuild_locked(
+        &self,
+        projection: &dyn Projection,
         mut on_progress: impl FnMut(u64, u64),
     ) -> Result<u64, ProjectionError> {
         if let Some(upstream) = projection.reads_after() {
@@ -576,13 +702,15 @@ impl ProjectionRuntime {
         }
         sqlx::query(
             "UPDATE public.projection_checkpoints \
-             SET txid = $2::text::xid8, position = $3, events = $4, updated_at = now() \
+             SET txid = $2::text::xid8, position = $3, events = $4, updated_at = now(), \
+                 schema_fingerprint = $5 \
              WHERE name = $1",
         )
         .bind(projection.name())
         .bind(cursor.txid)
         .bind(cursor.position)
         .bind(i64::try_from(applied).unwrap_or(i64::MAX))
+        .bind(fingerprint(projection))
         .execute(&mut *transaction)
         .await?;
         transaction.commit().await?;

@@ -3,8 +3,9 @@
 //!
 //! - `expected`: per project, mode, currency and UTC day of the event's *recorded* time, the
 //!   money captured (`ChargeSucceeded`, and `PaymentIntentCaptured` for manual capture), the
-//!   money refunded (`RefundSucceeded`) and fees (no fee rule yet: always 0), with the day's
-//!   settlement reference ([`domain::settlement::settlement_reference`]). This is the figure
+//!   money refunded (`RefundSucceeded`) and the acquirer's fees (each capture's fee under the
+//!   project's fee rule in force when it was recorded: `BillingConfigured`'s
+//!   `acquirer_fee`, none by default), with the day's settlement reference ([`domain::settlement::settlement_reference`]). This is the figure
 //!   the reconciler records on the `Settlement` aggregate.
 //! - `settlements`: the reconciliation state, from the `Settlement` events: expectation,
 //!   received, status (`awaiting`, `matched`, `shortfall`, `surplus`), the latest Griffin
@@ -21,9 +22,10 @@ use chrono::{DateTime, NaiveDate, Utc};
 use cqrs_es::persist::EventUpcaster;
 use cqrs_es::Aggregate;
 use domain::payment_intent::{PaymentIntent, PaymentIntentEvent};
+use domain::project::{Project, ProjectEvent};
 use domain::settlement::{
-    settlement_reference, BankCredit, BankCreditEvent, CreditDetails, MatchedBy, Settlement,
-    SettlementEvent,
+    settlement_reference, BankCredit, BankCreditEvent, CreditDetails, FeeRule, MatchedBy,
+    Settlement, SettlementEvent,
 };
 use event_store::upcast::to_current_shape;
 use event_store::{EventMetadata, Mode, RecordedEvent};
@@ -86,6 +88,7 @@ struct DayKey {
 struct DayFigures {
     gross_minor: i64,
     refunded_minor: i64,
+    fees_minor: i64,
 }
 
 fn matched_by_word(matched_by: MatchedBy) -> &'static str {
@@ -160,6 +163,12 @@ impl Projection for Settlements {
         CREATE TABLE refunds (
             id           text   PRIMARY KEY,
             amount_minor bigint NOT NULL
+        );
+        -- each project's fee rule in force (projects without one have no row)
+        CREATE TABLE fee_rules (
+            project     text    PRIMARY KEY,
+            percent     numeric NOT NULL,
+            fixed_minor bigint  NOT NULL
         );"
     }
 
@@ -197,8 +206,33 @@ CREATE INDEX credits_by_processed_at ON credits (account, processed_at);"
         };
         let mut refund_amounts: HashMap<String, i64> = HashMap::new();
         let mut refunds_loaded = false;
+        // Fee rules (one row per project that has one), read once for a batch that needs them.
+        let needs_rules = events.iter().any(|event| {
+            (event.aggregate_type == PaymentIntent::TYPE
+                && matches!(
+                    event.event_type.as_str(),
+                    "ChargeSucceeded" | "PaymentIntentCaptured"
+                ))
+                || (event.aggregate_type == Project::TYPE
+                    && event.event_type == "BillingConfigured")
+        });
+        let mut fee_rules = if needs_rules {
+            load_fee_rules(connection).await?
+        } else {
+            HashMap::new()
+        };
+        let mut changed_rules: Vec<String> = Vec::new();
 
         for event in events {
+            if event.aggregate_type == Project::TYPE && event.event_type == "BillingConfigured" {
+                if let ProjectEvent::BillingConfigured { settings, .. } =
+                    decode::<ProjectEvent>(event, &self.upcasters)?
+                {
+                    fee_rules.insert(event.aggregate_id.clone(), settings.acquirer_fee);
+                    changed_rules.push(event.aggregate_id.clone());
+                }
+                continue;
+            }
             if event.aggregate_type == PaymentIntent::TYPE {
                 if !INTENT_EVENTS.contains(&event.event_type.as_str()) {
                     continue;
@@ -234,16 +268,19 @@ CREATE INDEX credits_by_processed_at ON credits (account, processed_at);"
                         new_intents.push((intent.clone(), currency));
                     }
                     PaymentIntentEvent::ChargeSucceeded { amount, .. } => {
-                        figures
-                            .entry(key(amount.currency.as_str()))
-                            .or_default()
-                            .gross_minor += amount.amount_minor;
+                        let fee = fee_of(&fee_rules, &metadata.project, amount.amount_minor);
+                        let day = figures.entry(key(amount.currency.as_str())).or_default();
+                        day.gross_minor += amount.amount_minor;
+                        day.fees_minor += fee;
                     }
                     PaymentIntentEvent::PaymentIntentCaptured {
                         amount_captured, ..
                     } => {
                         let currency = currency_of(&currencies)?;
-                        figures.entry(key(&currency)).or_default().gross_minor += amount_captured;
+                        let fee = fee_of(&fee_rules, &metadata.project, amount_captured);
+                        let day = figures.entry(key(&currency)).or_default();
+                        day.gross_minor += amount_captured;
+                        day.fees_minor += fee;
                     }
                     PaymentIntentEvent::RefundStarted {
                         refund_id, amount, ..
@@ -273,6 +310,7 @@ CREATE INDEX credits_by_processed_at ON credits (account, processed_at);"
             }
         }
 
+        write_fee_rules(connection, &fee_rules, &changed_rules).await?;
         if !new_intents.is_empty() {
             let (ids, currencies): (Vec<String>, Vec<String>) = new_intents.into_iter().unzip();
             sqlx::query(
@@ -309,8 +347,12 @@ CREATE INDEX credits_by_processed_at ON credits (account, processed_at);"
             let mut references = Vec::new();
             let mut gross = Vec::new();
             let mut refunded = Vec::new();
+            let mut fees = Vec::new();
             for (key, day_figures) in figures {
-                if day_figures.gross_minor < 0 || day_figures.refunded_minor < 0 {
+                if day_figures.gross_minor < 0
+                    || day_figures.refunded_minor < 0
+                    || day_figures.fees_minor < 0
+                {
                     return Err(ProjectionError::Invariant {
                         projection: NAME,
                         reason: format!("a negative amount on {} {}", key.project, key.day),
@@ -323,16 +365,17 @@ CREATE INDEX credits_by_processed_at ON credits (account, processed_at);"
                 days.push(key.day);
                 gross.push(day_figures.gross_minor);
                 refunded.push(day_figures.refunded_minor);
+                fees.push(day_figures.fees_minor);
             }
             sqlx::query(
                 "INSERT INTO expected AS e (project, livemode, currency, day, reference, \
                      gross_minor, refunded_minor, fees_minor) \
-                 SELECT p, l, c, d, r, g, f, 0 FROM UNNEST($1::text[], $2::boolean[], \
-                     $3::text[], $4::date[], $5::text[], $6::bigint[], $7::bigint[]) \
-                     AS u(p, l, c, d, r, g, f) \
+                 SELECT * FROM UNNEST($1::text[], $2::boolean[], $3::text[], $4::date[], \
+                     $5::text[], $6::bigint[], $7::bigint[], $8::bigint[]) \
                  ON CONFLICT (project, livemode, currency, day) DO UPDATE SET \
                      gross_minor = e.gross_minor + EXCLUDED.gross_minor, \
-                     refunded_minor = e.refunded_minor + EXCLUDED.refunded_minor",
+                     refunded_minor = e.refunded_minor + EXCLUDED.refunded_minor, \
+                     fees_minor = e.fees_minor + EXCLUDED.fees_minor",
             )
             .bind(&projects)
             .bind(&livemodes)
@@ -341,11 +384,73 @@ CREATE INDEX credits_by_processed_at ON credits (account, processed_at);"
             .bind(&references)
             .bind(&gross)
             .bind(&refunded)
+            .bind(&fees)
             .execute(&mut *connection)
             .await?;
         }
         Ok(())
     }
+}
+
+/// The fee of one capture under its project's rule (0 without one).
+fn fee_of(rules: &HashMap<String, Option<FeeRule>>, project: &str, amount_minor: i64) -> i64 {
+    rules
+        .get(project)
+        .copied()
+        .flatten()
+        .map_or(0, |rule| rule.fee_for(amount_minor))
+}
+
+async fn load_fee_rules(
+    connection: &mut PgConnection,
+) -> Result<HashMap<String, Option<FeeRule>>, ProjectionError> {
+    let rows: Vec<(String, rust_decimal::Decimal, i64)> =
+        sqlx::query_as("SELECT project, percent, fixed_minor FROM fee_rules")
+            .fetch_all(&mut *connection)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(project, percent, fixed_minor)| {
+            (
+                project,
+                Some(FeeRule {
+                    percent,
+                    fixed_minor,
+                }),
+            )
+        })
+        .collect())
+}
+
+/// The rules of the projects configured in this batch, as they stand after it.
+async fn write_fee_rules(
+    connection: &mut PgConnection,
+    rules: &HashMap<String, Option<FeeRule>>,
+    changed: &[String],
+) -> Result<(), ProjectionError> {
+    for project in changed {
+        match rules.get(project).copied().flatten() {
+            Some(rule) => {
+                sqlx::query(
+                    "INSERT INTO fee_rules (project, percent, fixed_minor) VALUES ($1, $2, $3) \
+                     ON CONFLICT (project) DO UPDATE SET percent = EXCLUDED.percent, \
+                         fixed_minor = EXCLUDED.fixed_minor",
+                )
+                .bind(project)
+                .bind(rule.percent)
+                .bind(rule.fixed_minor)
+                .execute(&mut *connection)
+                .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM fee_rules WHERE project = $1")
+                    .bind(project)
+                    .execute(&mut *connection)
+                    .await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn apply_settlement(

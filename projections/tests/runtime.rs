@@ -270,3 +270,113 @@ async fn a_downstream_consumer_never_passes_its_upstream_and_wakes_on_its_commit
     follower.abort();
     assert!(runtime.rebuild(&Downstream, |_, _| {}).await.is_err());
 }
+
+/// A projection counting events per stream, in two versions: the second also sums the
+/// payloads' `n` into a column the first never had.
+struct Counter {
+    with_sum: bool,
+}
+
+#[async_trait::async_trait]
+impl projections::Projection for Counter {
+    fn name(&self) -> &'static str {
+        "counter"
+    }
+
+    fn schema_sql(&self) -> &'static str {
+        if self.with_sum {
+            "CREATE TABLE counts (id text PRIMARY KEY, events bigint NOT NULL, sum_n bigint NOT NULL)"
+        } else {
+            "CREATE TABLE counts (id text PRIMARY KEY, events bigint NOT NULL)"
+        }
+    }
+
+    async fn apply(
+        &self,
+        connection: &mut sqlx::PgConnection,
+        events: &[event_store::RecordedEvent],
+    ) -> Result<(), projections::ProjectionError> {
+        for event in events {
+            let payload: serde_json::Value = serde_json::from_str(&event.payload).unwrap();
+            if self.with_sum {
+                sqlx::query(
+                    "INSERT INTO counts VALUES ($1, 1, $2) ON CONFLICT (id) DO UPDATE \
+                     SET events = counts.events + 1, sum_n = counts.sum_n + EXCLUDED.sum_n",
+                )
+                .bind(&event.aggregate_id)
+                .bind(payload["n"].as_i64().unwrap())
+                .execute(&mut *connection)
+                .await?;
+            } else {
+                sqlx::query(
+                    "INSERT INTO counts VALUES ($1, 1) ON CONFLICT (id) DO UPDATE \
+                     SET events = counts.events + 1",
+                )
+                .bind(&event.aggregate_id)
+                .execute(&mut *connection)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_projection_whose_code_changed_is_rebuilt_before_it_follows() {
+    use projections::runtime::Freshness;
+    let db = TestDatabase::new().await;
+    let runtime = ProjectionRuntime::new(db.pool.clone());
+    let old = Counter { with_sum: false };
+    assert_eq!(
+        runtime.ensure_current(&old, |_, _| {}).await.unwrap(),
+        Freshness::Current
+    );
+    write_streams(&db, 5, 4, 0).await;
+    runtime.catch_up(&old, 100).await.unwrap();
+    // Unchanged code: nothing to do.
+    assert_eq!(
+        runtime.ensure_current(&old, |_, _| {}).await.unwrap(),
+        Freshness::Current
+    );
+
+    // New code (a new column): rebuilt from the log, by one of two starting at once.
+    let new = Counter { with_sum: true };
+    let other = ProjectionRuntime::new(db.pool.clone());
+    let (first, second) = tokio::join!(
+        runtime.ensure_current(&new, |_, _| {}),
+        other.ensure_current(&new, |_, _| {})
+    );
+    assert_eq!(first.unwrap(), Freshness::Stale);
+    assert_eq!(second.unwrap(), Freshness::Stale);
+    let rows: Vec<(String, i64, i64)> =
+        sqlx::query_as("SELECT id, events, sum_n FROM counter.counts ORDER BY id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), 5);
+    assert!(
+        rows.iter()
+            .all(|(_, events, sum)| *events == 4 && *sum == 10),
+        "{rows:?}"
+    );
+    assert_eq!(runtime.status(&new).await.unwrap().lag_events, 0);
+    assert_eq!(
+        runtime
+            .ensure_current(&new, |_, _| {})
+            .await
+            .unwrap(),
+        Freshness::Current
+    );
+
+    // Tables stamped before fingerprints existed count as stale too.
+    sqlx::query(
+        "UPDATE projection_checkpoints SET schema_fingerprint = NULL WHERE name = 'counter'",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        runtime.ensure_created(&new).await.unwrap(),
+        Freshness::Stale
+    );
+}
