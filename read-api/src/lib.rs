@@ -40,6 +40,9 @@ pub fn router(state: ApiState, settings: ServerSettings) -> Router {
     ));
     let app = Router::new()
         .route("/healthz", get(health))
+        // Browsers ask every origin for an icon; we have none (a 404 would be a console
+        // error on every page).
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         // The API reference and the OpenAPI document: public, built from docs::registry.
         .merge(docs::routes())
         // Reached by the cardholder's browser, not with an API key.

@@ -1,6 +1,7 @@
 //! Shared helpers for the end-to-end tests: the real `calmony` binary as a child process.
 
 pub mod api;
+pub mod browser;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -81,6 +82,25 @@ pub fn run(database_url: &str, args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run calmony")
+}
+
+/// `calmony operators create`, the password on standard input as a script would pipe it;
+/// the operator's id. Checks that the password is never echoed.
+pub fn create_operator(database_url: &str, email: &str, name: &str, password: &str) -> String {
+    use std::io::Write;
+    let mut child = calmony(database_url)
+        .args(["operators", "create", "--email", email, "--name", name])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run calmony operators create");
+    writeln!(child.stdin.take().expect("stdin"), "{password}").expect("write the password");
+    let output = child.wait_with_output().expect("wait");
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let printed = format!("{}{}", stdout_of(&output), stderr_of(&output));
+    assert!(!printed.contains(password), "the password was echoed");
+    stdout_of(&output).trim().to_string()
 }
 
 pub fn stdout_of(output: &Output) -> String {

@@ -2,7 +2,7 @@
 //! made with `calmony operators create`, driven as a browser without script would drive it
 //! (forms, cookies, redirects not followed so that each can be checked).
 
-use calmony_tests::{calmony, run, stderr_of, stdout_of, Server};
+use calmony_tests::{create_operator, run, stderr_of, stdout_of, Server};
 use event_store::test_harness::TestDatabase;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::StatusCode;
@@ -11,24 +11,6 @@ use serde_json::Value;
 const EMAIL: &str = "ada@example.com";
 const PASSWORD: &str = "correct horse battery staple";
 const WRONG_CREDENTIALS: &str = "That email and password do not match an operator.";
-
-/// `calmony operators create`, the password on standard input as a script would pipe it.
-fn create_operator(database_url: &str, email: &str, name: &str, password: &str) -> String {
-    use std::io::Write;
-    let mut child = calmony(database_url)
-        .args(["operators", "create", "--email", email, "--name", name])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run calmony operators create");
-    writeln!(child.stdin.take().expect("stdin"), "{password}").expect("write the password");
-    let output = child.wait_with_output().expect("wait");
-    assert!(output.status.success(), "{}", stderr_of(&output));
-    let printed = format!("{}{}", stdout_of(&output), stderr_of(&output));
-    assert!(!printed.contains(password), "the password was echoed");
-    stdout_of(&output).trim().to_string()
-}
 
 /// A project with a test key: (project id, secret key).
 fn new_project(database_url: &str, name: &str) -> (String, String) {
