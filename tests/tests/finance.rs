@@ -162,3 +162,144 @@ async fn the_revenue_report_the_journal_and_the_dashboard_agree_to_the_penny() {
         "report, journal and dashboard must agree:\n{csv}\n{trial}"
     );
 }
+
+/// Two £12.00 payments with 20% VAT inside (the project's default rate, carved out of each
+/// receipt): one refunded whole in two parts, one refunded £4.00. Refunds give back their
+/// share of the VAT: the report and the journal both count them net of it.
+#[tokio::test]
+async fn refunds_give_back_their_share_of_vat_in_the_journal_and_the_report() {
+    use money_scenario::{create_project, customer_with_card, id, Api};
+    let db = event_store::test_harness::TestDatabase::new().await;
+    let (project, key) = create_project(&db.url);
+    let (mut server, _gateway) =
+        calmony_tests::Server::start_with_gateway(&db.url, &[("CALMONY_RATE_LIMIT_TEST", "10000")]);
+    let api = Api::new(&server, &key);
+    let vat = id(&api
+        .ok(
+            "/v1/tax_rates",
+            &[
+                ("display_name", "VAT"),
+                ("percentage", "20"),
+                ("inclusive", "true"),
+            ],
+        )
+        .await);
+    let configured = run(
+        &db.url,
+        &[
+            "projects",
+            "configure",
+            "--project",
+            &project,
+            "--default-tax-rate",
+            &vat,
+        ],
+    );
+    assert!(configured.status.success(), "{}", stderr_of(&configured));
+    let (customer, method) = customer_with_card(&api, None, "pm_card_visa").await;
+    let mut intents = Vec::new();
+    for _ in 0..2 {
+        let intent = api
+            .ok(
+                "/v1/payment_intents",
+                &[
+                    ("amount", "1200"),
+                    ("currency", "gbp"),
+                    ("customer", &customer),
+                    ("payment_method", &method),
+                    ("confirm", "true"),
+                ],
+            )
+            .await;
+        assert_eq!(intent["status"], "succeeded", "{intent}");
+        intents.push(id(&intent));
+    }
+    // The receipts (issued just after each payment) carve £2.00 of VAT out of £12.00.
+    for intent in &intents {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let receipt_id = commands::billing::receipt_invoice_id(intent);
+            let (status, receipt) = api.get(&format!("/v1/invoices/{receipt_id}")).await;
+            if status.is_success() && receipt["status"] == "paid" {
+                assert_eq!(receipt["total_excluding_tax"], 1000, "{receipt}");
+                assert_eq!(receipt["total"], 1200, "{receipt}");
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no receipt for {intent}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    for (intent, amount) in [
+        (&intents[0], "400"),
+        (&intents[0], "800"),
+        (&intents[1], "400"),
+    ] {
+        let refund = api
+            .ok(
+                "/v1/refunds",
+                &[("payment_intent", intent), ("amount", amount)],
+            )
+            .await;
+        assert_eq!(refund["status"], "succeeded", "{refund}");
+    }
+    server.kill();
+    let pool = db.pool.clone();
+    assert!(LogReader::new(pool.clone())
+        .wait_until_final(Duration::from_secs(10))
+        .await
+        .unwrap());
+    let output = run(&db.url, &["ledger", "trial-balance", "--project", &project]);
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let trial = stdout_of(&output);
+    let balance = |account: &'static str| {
+        let pool = pool.clone();
+        let project = project.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT coalesce(sum(debit_minor - credit_minor), 0)::bigint FROM journal.balances \
+                 WHERE project = $1 AND NOT livemode AND currency = 'gbp' AND account = $2",
+            )
+            .bind(project)
+            .bind(account)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    // £20.00 of revenue and £4.00 of VAT booked; the first payment's refunds give back all
+    // its £2.00 (67p, then 133p), the second's £4.00 a third of its £2.00 (67p).
+    assert_eq!(balance("revenue").await, -2_000, "{trial}");
+    assert_eq!(
+        balance("refunds").await,
+        (400 - 67) + (800 - 133) + (400 - 67),
+        "{trial}"
+    );
+    assert_eq!(balance("vat_payable").await, -400 + 200 + 67, "{trial}");
+    assert_eq!(
+        balance("cardstream_clearing").await,
+        2_400 - 1_600,
+        "{trial}"
+    );
+
+    let output = run(
+        &db.url,
+        &[
+            "reports",
+            "revenue",
+            "--from",
+            "2000-01-01",
+            "--to",
+            "2100-12-31",
+            "--project",
+            &project,
+            "--format",
+            "csv",
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let csv = stdout_of(&output);
+    assert_eq!(csv_total(&csv), (2_000, 1_333, 667), "{csv}");
+}

@@ -504,3 +504,140 @@ async fn a_verified_griffin_webhook_starts_a_pass_in_serve() {
     assert_eq!(row[8], "unexpected", "{listed}");
     assert_eq!(row[6], "42.42", "{listed}");
 }
+
+/// The journal's balance (debit − credit) of `account` for `project` in test mode, in GBP.
+async fn journal_balance(pool: &sqlx::PgPool, project: &str, account: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT coalesce(sum(debit_minor - credit_minor), 0)::bigint FROM journal.balances \
+         WHERE project = $1 AND NOT livemode AND currency = 'gbp' AND account = $2",
+    )
+    .bind(project)
+    .bind(account)
+    .fetch_one(pool)
+    .await
+    .expect("journal balance")
+}
+
+#[tokio::test]
+async fn fees_come_off_the_expectation_and_the_journal_books_fees_and_bank_credits() {
+    let db = TestDatabase::new().await;
+    let (server, _gateway) = Server::start_with_gateway(&db.url, &[]);
+    let (simulator, account) = griffin().await;
+    let (dyn_project, dyn_key) = new_project(&db.url, "Dyn");
+    let configured = run(
+        &db.url,
+        &[
+            "projects",
+            "configure",
+            "--project",
+            &dyn_project,
+            "--acquirer-fee",
+            "1.4%+20",
+        ],
+    );
+    assert!(configured.status.success(), "{}", stderr_of(&configured));
+    let shown: Value = serde_json::from_str(&stdout_of(&configured)).expect("JSON");
+    assert_eq!(
+        shown["billing"]["acquirer_fee"],
+        json!({"percent": "1.4", "fixed_minor": 20}),
+        "{shown}"
+    );
+    // A bad rule is refused and changes nothing.
+    let refused = run(
+        &db.url,
+        &[
+            "projects",
+            "configure",
+            "--project",
+            &dyn_project,
+            "--acquirer-fee",
+            "25%",
+        ],
+    );
+    assert!(!refused.status.success());
+
+    // 20.00 and 10.00 captured: fees 0.28 + 0.20 and 0.14 + 0.20 = 0.82; 5.00 refunded
+    // (refunds give no fee back): 30.00 − 5.00 − 0.82 = 24.18 expected.
+    let intents = charge(&server, &dyn_key, &["2000", "1000"]).await;
+    post(
+        &server,
+        &dyn_key,
+        "/v1/refunds",
+        &[("payment_intent", &intents[0]), ("amount", "500")],
+    )
+    .await;
+    let day = chrono::Utc::now().date_naive().format("%Y%m%d").to_string();
+    let settlement = format!("stl_{dyn_project}_test_gbp_{day}");
+    let listed = settlements(&db.url, &simulator, &[], &["list", "--format", "csv"]);
+    assert_eq!(csv_row(&listed, &settlement)[5], "24.18", "{listed}");
+
+    let credit = book_credit(&simulator, &account, 2418, &today_reference(&dyn_project)).await;
+    let stray = book_credit(&simulator, &account, 999, "NOT OURS").await;
+    let report = reconcile_report(&db.url, &simulator, &[]);
+    assert_eq!(report["matched"], 1, "{report}");
+    assert_eq!(report["unexpected"], 1, "{report}");
+
+    // The journal: fees and the bank credit take the clearing account to zero.
+    let trial = run(
+        &db.url,
+        &["ledger", "trial-balance", "--project", &dyn_project],
+    );
+    assert!(trial.status.success(), "{}", stderr_of(&trial));
+    let trial = stdout_of(&trial);
+    assert!(
+        trial.contains("check: debits equal credits in every currency"),
+        "{trial}"
+    );
+    let pool = sqlx::PgPool::connect(&db.url).await.expect("connect");
+    assert_eq!(
+        journal_balance(&pool, &dyn_project, "fees").await,
+        82,
+        "{trial}"
+    );
+    assert_eq!(
+        journal_balance(&pool, &dyn_project, "griffin_bank").await,
+        2418,
+        "{trial}"
+    );
+    assert_eq!(
+        journal_balance(&pool, &dyn_project, "cardstream_clearing").await,
+        0,
+        "{trial}"
+    );
+    // The stray credit is the platform's (no project) until someone finds whose it is.
+    assert_eq!(journal_balance(&pool, "", "griffin_bank").await, 999);
+    assert_eq!(
+        journal_balance(&pool, "", "unidentified_receipts").await,
+        -999
+    );
+
+    // The settlement and the credit replay from their streams.
+    let replayed = run(
+        &db.url,
+        &[
+            "ledger",
+            "replay",
+            "--as-of",
+            "2100-01-01T00:00:00Z",
+            "--stream",
+            &format!("settlement/{settlement}"),
+        ],
+    );
+    assert!(replayed.status.success(), "{}", stderr_of(&replayed));
+    let replayed: Value = serde_json::from_str(&stdout_of(&replayed)).expect("JSON");
+    assert_eq!(replayed["state"]["expected_net"], 2418, "{replayed}");
+    assert_eq!(replayed["state"]["totals"]["fees"], 82, "{replayed}");
+    assert_eq!(replayed["state"]["credits"], json!([credit]), "{replayed}");
+    let replayed = run(
+        &db.url,
+        &[
+            "ledger",
+            "replay",
+            "--as-of",
+            "2100-01-01T00:00:00Z",
+            "--stream",
+            &format!("bank_credit/{stray}"),
+        ],
+    );
+    assert!(replayed.status.success(), "{}", stderr_of(&replayed));
+}
