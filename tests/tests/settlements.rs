@@ -505,6 +505,63 @@ async fn a_verified_griffin_webhook_starts_a_pass_in_serve() {
     assert_eq!(row[6], "42.42", "{listed}");
 }
 
+/// Signs the finance operator in to the dashboard and fetches `path`: (status, body).
+async fn dashboard_page(server: &Server, path: &str) -> (u16, String) {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let mut cookies: Vec<String> = Vec::new();
+    let keep = |response: &reqwest::Response, cookies: &mut Vec<String>| {
+        for line in response.headers().get_all(reqwest::header::SET_COOKIE) {
+            let pair = line
+                .to_str()
+                .unwrap()
+                .split(';')
+                .next()
+                .unwrap()
+                .to_string();
+            let name = pair.split('=').next().unwrap().to_string();
+            cookies.retain(|cookie| !cookie.starts_with(&format!("{name}=")));
+            cookies.push(pair);
+        }
+    };
+    let form = client
+        .get(format!("{}/dashboard/login", server.base_url))
+        .send()
+        .await
+        .expect("login form");
+    keep(&form, &mut cookies);
+    let html = form.text().await.unwrap();
+    let marker = r#"name="csrf_token" value=""#;
+    let start = html.find(marker).expect("a csrf field") + marker.len();
+    let csrf = html[start..].split('"').next().unwrap().to_string();
+    let signed_in = client
+        .post(format!("{}/dashboard/login", server.base_url))
+        .header(reqwest::header::COOKIE, cookies.join("; "))
+        .form(&[
+            ("csrf_token", csrf.as_str()),
+            ("email", "finance@example.com"),
+            ("password", "a long passphrase"),
+        ])
+        .send()
+        .await
+        .expect("sign in");
+    assert!(
+        signed_in.status().is_redirection(),
+        "{}",
+        signed_in.status()
+    );
+    keep(&signed_in, &mut cookies);
+    let page = client
+        .get(format!("{}{path}", server.base_url))
+        .header(reqwest::header::COOKIE, cookies.join("; "))
+        .send()
+        .await
+        .expect("page");
+    (page.status().as_u16(), page.text().await.unwrap())
+}
+
 /// The journal's balance (debit − credit) of `account` for `project` in test mode, in GBP.
 async fn journal_balance(pool: &sqlx::PgPool, project: &str, account: &str) -> i64 {
     sqlx::query_scalar(
@@ -610,6 +667,36 @@ async fn fees_come_off_the_expectation_and_the_journal_books_fees_and_bank_credi
         journal_balance(&pool, "", "unidentified_receipts").await,
         -999
     );
+
+    // The dashboard's settlements page shows the day, its fees and the match.
+    calmony_tests::create_operator(&db.url, "finance@example.com", "Fin", "a long passphrase");
+    let (status, html) = dashboard_page(
+        &server,
+        &format!("/dashboard/projects/{dyn_project}/test/settlements"),
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    for shown in [
+        "£30.00",
+        "£5.00",
+        "£0.82",
+        "£24.18",
+        "data-status=\"matched\"",
+        credit.as_str(),
+    ] {
+        assert!(html.contains(shown), "{shown} missing from\n{html}");
+    }
+    assert!(
+        !html.contains(&stray),
+        "another project's (no one's) credit shown"
+    );
+    // The other mode has none.
+    let (_, live) = dashboard_page(
+        &server,
+        &format!("/dashboard/projects/{dyn_project}/live/settlements"),
+    )
+    .await;
+    assert!(live.contains("No settlements expected yet"), "{live}");
 
     // The settlement and the credit replay from their streams.
     let replayed = run(

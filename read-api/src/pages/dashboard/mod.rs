@@ -1,11 +1,13 @@
 //! The admin dashboard (`/dashboard`): operators sign in ([`login`], [`session`]), pick a
 //! project and mode, and see its revenue, payment counts and 30-day chart ([`overview`],
 //! [`chart`]), its customers with their payments, subscriptions and invoices
-//! ([`customers`]), and its webhook endpoints with their deliveries ([`webhooks`]).
+//! ([`customers`]), its webhook endpoints with their deliveries ([`webhooks`]), and its
+//! settlements: expected from Cardstream against received at Griffin ([`settlements`]).
 //!
 //! Every number and list comes from read models, with indexed queries scoped by project and
 //! mode: the `dashboard` projection's daily totals and customer search, the `api` read
-//! model's objects, the `api_keys` projects and the relay's delivery tables. No page reads
+//! model's objects, the `api_keys` projects, the relay's delivery tables and the
+//! `settlements` projection. No page reads
 //! the event log. Pages are plain server-rendered HTML (no script), sent with the CSP
 //! nonce, `Cache-Control: no-store` and a `Server-Timing` header with the time spent.
 
@@ -14,6 +16,7 @@ pub mod customers;
 pub mod login;
 pub mod overview;
 pub mod session;
+pub mod settlements;
 pub mod webhooks;
 
 use std::time::Instant;
@@ -70,6 +73,10 @@ pub fn routes<S>(state: DashboardState) -> Router<S> {
         .route(
             "/dashboard/projects/{project}/{mode}/webhooks/{endpoint}",
             get(webhooks::page),
+        )
+        .route(
+            "/dashboard/projects/{project}/{mode}/settlements",
+            get(settlements::list),
         )
         .layer(from_fn(server_timing))
         .with_state(state)
@@ -183,6 +190,7 @@ pub enum Section {
     Overview,
     Customers,
     Webhooks,
+    Settlements,
 }
 
 /// A signed-in page: the bar with navigation and sign-out, then `body`.
@@ -208,6 +216,7 @@ pub fn layout(
                             li { a href=(project.href("")) aria-current=[current(Section::Overview)] { "Overview" } }
                             li { a href=(project.href("/customers")) aria-current=[current(Section::Customers)] { "Customers" } }
                             li { a href=(project.href("/webhooks")) aria-current=[current(Section::Webhooks)] { "Webhooks" } }
+                            li { a href=(project.href("/settlements")) aria-current=[current(Section::Settlements)] { "Settlements" } }
                         }
                     }
                 }
