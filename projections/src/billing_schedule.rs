@@ -10,6 +10,10 @@
 //! - `receipts_due`: succeeded payments whose receipt invoice is not issued yet (a row per
 //!   success; the invoice paid with that intent removes it — an invoice billing opened is
 //!   paid in the same transaction as its charge, so its row never outlives the batch).
+//! - `checkout_sessions`: open Checkout Sessions with their expiry (by the customer's test
+//!   clock when the session has one) and, once the gateway's result was accepted, when
+//!   (wall clock): a session accepted but not completed for a while was cut short by a
+//!   crash, and the recovery worker finishes it. Completed and expired sessions leave.
 //! - `leases`: which worker holds which job (not derived from events; rebuilt empty).
 
 use std::collections::HashMap;
@@ -51,6 +55,17 @@ struct ClockRow {
     frozen_time: Option<i64>,
     status: Option<String>,
     deleted: bool,
+}
+
+#[derive(Default)]
+struct CheckoutRow {
+    project: String,
+    livemode: bool,
+    test_clock: Option<String>,
+    expires_at: Option<i64>,
+    /// The wall-clock time the gateway's result was accepted.
+    accepted_at: Option<chrono::DateTime<chrono::Utc>>,
+    closed: bool,
 }
 
 #[derive(Default)]
@@ -113,6 +128,14 @@ impl Projection for BillingSchedule {
             project        text    NOT NULL,
             livemode       boolean NOT NULL
         );
+        CREATE TABLE checkout_sessions (
+            id                 text PRIMARY KEY,
+            project            text    NOT NULL,
+            livemode           boolean NOT NULL,
+            test_clock         text,
+            expires_at         bigint  NOT NULL,
+            return_accepted_at timestamptz
+        );
         CREATE TABLE leases (
             job          text PRIMARY KEY,
             holder       text        NOT NULL,
@@ -126,7 +149,10 @@ impl Projection for BillingSchedule {
          CREATE INDEX subscriptions_by_clock ON subscriptions (test_clock) WHERE test_clock IS NOT NULL;
          CREATE INDEX invoices_due ON invoices (next_payment_attempt)
              WHERE next_payment_attempt IS NOT NULL;
-         CREATE INDEX pending_items_by_customer ON pending_items (customer);"
+         CREATE INDEX pending_items_by_customer ON pending_items (customer);
+         CREATE INDEX checkout_sessions_due ON checkout_sessions (expires_at);
+         CREATE INDEX checkout_sessions_accepted ON checkout_sessions (return_accepted_at)
+             WHERE return_accepted_at IS NOT NULL;"
     }
 
     async fn apply(
@@ -138,6 +164,7 @@ impl Projection for BillingSchedule {
         let mut invoices: HashMap<String, InvoiceRow> = HashMap::new();
         let mut clocks: HashMap<String, ClockRow> = HashMap::new();
         let mut items: HashMap<String, ItemRow> = HashMap::new();
+        let mut checkouts: HashMap<String, CheckoutRow> = HashMap::new();
         // Payment intent → Some((project, livemode)) when a receipt is due, None once issued.
         let mut receipts: HashMap<String, Option<(String, bool)>> = HashMap::new();
         for event in events {
@@ -166,7 +193,7 @@ impl Projection for BillingSchedule {
             }
             let relevant = matches!(
                 event.aggregate_type.as_str(),
-                "subscription" | "invoice" | "test_clock" | "invoice_item"
+                "subscription" | "invoice" | "test_clock" | "invoice_item" | "checkout_session"
             );
             if !relevant {
                 continue;
@@ -249,6 +276,23 @@ impl Projection for BillingSchedule {
                         "TestClockReady" => row.status = Some("ready".into()),
                         "TestClockDeleted" => row.deleted = true,
                         _ => {}
+                    }
+                }
+                "checkout_session" => {
+                    let row = checkouts.entry(id).or_insert_with(|| CheckoutRow {
+                        project: metadata.project.clone(),
+                        livemode,
+                        ..CheckoutRow::default()
+                    });
+                    match kind {
+                        "CheckoutSessionCreated" => {
+                            row.test_clock = text(field(&payload, kind, "test_clock"));
+                            row.expires_at = field(&payload, kind, "expires_at").as_i64();
+                        }
+                        "CheckoutSessionReturnAccepted" => {
+                            row.accepted_at = Some(event.recorded_at);
+                        }
+                        _ => row.closed = true,
                     }
                 }
                 _ => {
@@ -352,6 +396,30 @@ impl Projection for BillingSchedule {
                         .await?;
                 }
             }
+        }
+        for (id, row) in checkouts {
+            if row.closed {
+                sqlx::query("DELETE FROM checkout_sessions WHERE id = $1")
+                    .bind(&id)
+                    .execute(&mut *connection)
+                    .await?;
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO checkout_sessions AS c \
+                     (id, project, livemode, test_clock, expires_at, return_accepted_at) \
+                 VALUES ($1, $2, $3, $4, COALESCE($5, 0), $6) \
+                 ON CONFLICT (id) DO UPDATE SET \
+                     return_accepted_at = COALESCE($6, c.return_accepted_at)",
+            )
+            .bind(&id)
+            .bind(&row.project)
+            .bind(row.livemode)
+            .bind(&row.test_clock)
+            .bind(row.expires_at)
+            .bind(row.accepted_at)
+            .execute(&mut *connection)
+            .await?;
         }
         for (id, row) in items {
             match (&row.customer, row.pending) {

@@ -1,7 +1,8 @@
-//! The billing run: renewals, dunning retries and expiries that are due, found in the
-//! `billing` read model (open Checkout Sessions past `expires_at`: in the API read model) and
-//! done through [`BillingService`], whose aggregates make every job exactly-once (a renewal
-//! names its period, a retry its scheduled time, an expiry refuses a session no longer open).
+//! The billing run: renewals, dunning retries and expiries that are due (Checkout Sessions
+//! included, by their customer's test clock when they have one), found in the `billing`
+//! read model and done through [`BillingService`], whose aggregates make every job
+//! exactly-once (a renewal names its period, a retry its scheduled time, an expiry refuses
+//! a session no longer open).
 //!
 //! Several runners may work at once (two `calmony serve`, a `calmony billing run`): each
 //! job is leased (`billing.leases`, keyed by job and due time) so they share the work
@@ -178,10 +179,11 @@ impl BillingRunner {
                  AND i.next_payment_attempt <= CASE WHEN i.test_clock IS NULL THEN $1 ELSE c.frozen_time END \
                  AND ($2::text IS NULL OR i.test_clock = $2) \
                UNION ALL \
-               SELECT 'expire_checkout', o.id, o.project, o.livemode, (o.body->>'expires_at')::bigint \
-               FROM api.objects o \
-               WHERE o.object = 'checkout.session' AND o.body->>'status' = 'open' \
-                 AND (o.body->>'expires_at')::bigint <= $1 AND $2::text IS NULL \
+               SELECT 'expire_checkout', k.id, k.project, k.livemode, k.expires_at \
+               FROM billing.checkout_sessions k LEFT JOIN billing.test_clocks c ON c.id = k.test_clock \
+               WHERE k.return_accepted_at IS NULL \
+                 AND k.expires_at <= CASE WHEN k.test_clock IS NULL THEN $1 ELSE c.frozen_time END \
+                 AND ($2::text IS NULL OR k.test_clock = $2) \
                UNION ALL \
                SELECT 'receipt', r.payment_intent, r.project, r.livemode, 0 \
                FROM billing.receipts_due r WHERE $5 \

@@ -3,6 +3,7 @@
 //! the hosted return — the gateway's signed result, driven here through the Cardstream
 //! simulator's hosted page with plain HTTP — refused when forged, altered or replayed.
 
+use calmony_tests::hosted_checkout::{hosted_result, post_return};
 use calmony_tests::{run, stdout_of, Server};
 use event_store::test_harness::TestDatabase;
 use reqwest::StatusCode;
@@ -73,10 +74,7 @@ async fn world() -> World {
             base: server.base_url.clone(),
             key,
         },
-        browser: reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("client"),
+        browser: calmony_tests::hosted_checkout::browser(),
         _server: server,
         _database: database,
     }
@@ -99,105 +97,6 @@ async fn payment_session(api: &Api) -> Value {
         ],
     )
     .await
-}
-
-fn unescape(text: &str) -> String {
-    text.replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
-}
-
-/// The `action` of the page's form with `form_id` (or its only form) and its hidden fields.
-fn form_of(html: &str, form_id: Option<&str>) -> (String, Vec<(String, String)>) {
-    let start = match form_id {
-        Some(id) => html
-            .find(&format!("id=\"{id}\""))
-            .and_then(|at| html[..at].rfind("<form"))
-            .expect("the form"),
-        None => html.find("<form").expect("a form"),
-    };
-    let form = &html[start..start + html[start..].find("</form>").expect("form end")];
-    let attribute = |tag: &str, name: &str| -> Option<String> {
-        let marker = format!(" {name}=\"");
-        let at = tag.find(&marker)? + marker.len();
-        let end = tag[at..].find('"')?;
-        Some(unescape(&tag[at..at + end]))
-    };
-    let action = attribute(&form[..form.find('>').expect("tag end")], "action").expect("action");
-    let mut fields = Vec::new();
-    for piece in form.split("<input").skip(1) {
-        let tag = &piece[..piece.find('>').unwrap_or(piece.len())];
-        if attribute(tag, "type").as_deref() != Some("hidden") {
-            continue;
-        }
-        if let (Some(name), Some(value)) = (attribute(tag, "name"), attribute(tag, "value")) {
-            fields.push((name, value));
-        }
-    }
-    (action, fields)
-}
-
-/// Pays `session`'s hosted page with `card` as a browser would, up to the signed result
-/// the simulator posts back: returns where it goes and its fields.
-async fn hosted_result(
-    world: &World,
-    session: &Value,
-    card: &str,
-    cvv: &str,
-) -> (String, Vec<(String, String)>) {
-    let url = session["url"].as_str().expect("session url");
-    let page = world.browser.get(url).send().await.expect("checkout page");
-    assert_eq!(page.status(), 200);
-    let headers = page.headers().clone();
-    let policy = headers["content-security-policy"].to_str().unwrap();
-    assert!(policy.contains("frame-ancestors 'none'") && !policy.contains("unsafe-inline"));
-    assert_eq!(headers["cache-control"], "no-store");
-    assert!(headers.contains_key("referrer-policy"));
-    let html = page.text().await.unwrap();
-    let (gateway_url, fields) = form_of(&html, Some("pay"));
-    let card_page = world
-        .browser
-        .post(&gateway_url)
-        .form(&fields)
-        .send()
-        .await
-        .expect("hosted page");
-    assert_eq!(card_page.status(), 200);
-    let card_html = card_page.text().await.unwrap();
-    assert!(
-        card_html.contains("name=\"cardNumber\""),
-        "a real card form"
-    );
-    let (_, hosted) = form_of(&card_html, None);
-    let pay_url = gateway_url.replace("/hosted/", "/hosted/pay");
-    let mut form = hosted;
-    form.extend([
-        ("cardNumber".to_string(), card.to_string()),
-        ("cardExpiryMonth".to_string(), "12".to_string()),
-        ("cardExpiryYear".to_string(), "34".to_string()),
-        ("cardCVV".to_string(), cvv.to_string()),
-    ]);
-    let result = world
-        .browser
-        .post(&pay_url)
-        .form(&form)
-        .send()
-        .await
-        .expect("pay");
-    let result_html = result.text().await.unwrap();
-    form_of(&result_html, Some("autosubmit"))
-}
-
-async fn post_return(world: &World, url: &str, fields: &[(String, String)]) -> reqwest::Response {
-    world
-        .browser
-        .post(url)
-        .form(fields)
-        .send()
-        .await
-        .expect("return")
 }
 
 fn with_field(fields: &[(String, String)], name: &str, value: &str) -> Vec<(String, String)> {
@@ -372,7 +271,8 @@ async fn forged_altered_and_replayed_returns_are_refused() {
     let world = world().await;
     let session = payment_session(&world.api).await;
     let id = session["id"].as_str().unwrap();
-    let (return_url, fields) = hosted_result(&world, &session, "4929421234600821", "356").await;
+    let (return_url, fields) =
+        hosted_result(&world.browser, &session, "4929421234600821", "356").await;
     assert_eq!(
         return_url,
         format!("{}/checkout/{id}/return", world.api.base)
@@ -380,11 +280,11 @@ async fn forged_altered_and_replayed_returns_are_refused() {
 
     // A bad signature.
     let forged = with_field(&fields, "signature", &"0".repeat(128));
-    let response = post_return(&world, &return_url, &forged).await;
+    let response = post_return(&world.browser, &return_url, &forged).await;
     assert_eq!(response.status(), 400);
     // An altered amount under the genuine signature.
     let altered = with_field(&fields, "amount", "1");
-    let response = post_return(&world, &return_url, &altered).await;
+    let response = post_return(&world.browser, &return_url, &altered).await;
     assert_eq!(response.status(), 400);
     // Nothing was recorded.
     let open = world
@@ -396,7 +296,7 @@ async fn forged_altered_and_replayed_returns_are_refused() {
     assert_eq!(intents["data"].as_array().unwrap().len(), 0);
 
     // The genuine result completes the session and sends the customer to success_url.
-    let response = post_return(&world, &return_url, &fields).await;
+    let response = post_return(&world.browser, &return_url, &fields).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(
         response.headers()["location"],
@@ -410,7 +310,7 @@ async fn forged_altered_and_replayed_returns_are_refused() {
     assert_eq!(complete["payment_status"], "paid");
 
     // The same result again is a replay.
-    let response = post_return(&world, &return_url, &fields).await;
+    let response = post_return(&world.browser, &return_url, &fields).await;
     assert_eq!(response.status(), 400);
     let intents = world.api.fetch("/v1/payment_intents").await;
     assert_eq!(intents["data"].as_array().unwrap().len(), 1);
@@ -431,7 +331,7 @@ async fn forged_altered_and_replayed_returns_are_refused() {
     let other = payment_session(&world.api).await;
     let other_id = other["id"].as_str().unwrap();
     let response = post_return(
-        &world,
+        &world.browser,
         &format!("{}/checkout/{other_id}/return", world.api.base),
         &fields,
     )
@@ -442,4 +342,78 @@ async fn forged_altered_and_replayed_returns_are_refused() {
         .fetch(&format!("/v1/checkout/sessions/{other_id}"))
         .await;
     assert_eq!(other["status"], "open");
+}
+
+/// A session for a customer on a test clock expires when the clock passes `expires_at`,
+/// not by the wall clock.
+#[tokio::test]
+async fn a_session_on_a_test_clock_expires_by_that_clock() {
+    let world = world().await;
+    let api = &world.api;
+    // The clock is a week behind: by the wall clock the session is long past expiry.
+    let start = chrono::Utc::now().timestamp() - 7 * 24 * 3600;
+    let clock = api
+        .ok(
+            "/v1/test_helpers/test_clocks",
+            &[("frozen_time", &start.to_string())],
+        )
+        .await;
+    let clock = clock["id"].as_str().unwrap().to_string();
+    let customer = api
+        .ok(
+            "/v1/customers",
+            &[("email", "clocked@example.com"), ("test_clock", &clock)],
+        )
+        .await;
+    let session = api
+        .ok(
+            "/v1/checkout/sessions",
+            &[
+                ("mode", "setup"),
+                ("currency", "gbp"),
+                ("success_url", SUCCESS_URL),
+                ("customer", customer["id"].as_str().unwrap()),
+            ],
+        )
+        .await;
+    let id = session["id"].as_str().unwrap().to_string();
+    assert_eq!(session["expires_at"], start + 24 * 3600, "{session}");
+
+    // Moving the clock to just before expiry leaves it open.
+    let advance = |to: i64| {
+        let clock = clock.clone();
+        async move {
+            api.ok(
+                &format!("/v1/test_helpers/test_clocks/{clock}/advance"),
+                &[("frozen_time", &to.to_string())],
+            )
+            .await;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            loop {
+                let state = api
+                    .fetch(&format!("/v1/test_helpers/test_clocks/{clock}"))
+                    .await;
+                if state["status"] == "ready" && state["frozen_time"] == to {
+                    return;
+                }
+                assert!(std::time::Instant::now() < deadline, "{state}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    advance(start + 24 * 3600 - 60).await;
+    let open = api.fetch(&format!("/v1/checkout/sessions/{id}")).await;
+    assert_eq!(open["status"], "open", "{open}");
+
+    // Past it: the clock's advance expires the session.
+    advance(start + 24 * 3600 + 60).await;
+    let expired = api.fetch(&format!("/v1/checkout/sessions/{id}")).await;
+    assert_eq!(expired["status"], "expired", "{expired}");
+    let page = world
+        .browser
+        .get(session["url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::GONE);
 }
