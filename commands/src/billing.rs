@@ -506,10 +506,26 @@ pub struct ItemRequest {
     pub metadata: Metadata,
 }
 
+/// A one-time line for a subscription's first invoice (Stripe's `add_invoice_items`; a
+/// Checkout Session's one-time prices in subscription mode): an invoice item on that
+/// invoice.
+#[derive(Debug, Clone)]
+pub struct OneTimeItem {
+    /// The catalog price, when the line named one.
+    pub price: Option<String>,
+    pub product: Option<String>,
+    pub description: String,
+    pub currency: domain::Currency,
+    pub unit_amount: i64,
+    pub quantity: i64,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct SubscriptionRequest {
     pub customer: String,
     pub items: Vec<ItemRequest>,
+    /// One-time lines added to the first invoice.
+    pub add_invoice_items: Vec<OneTimeItem>,
     pub default_payment_method: Option<String>,
     pub default_tax_rates: Option<Vec<String>>,
     pub trial_period_days: Option<u32>,
@@ -727,6 +743,7 @@ impl BillingService {
                 &invoice_id,
                 BillingReason::SubscriptionCreate,
                 trial_end.is_some(),
+                &request.add_invoice_items,
                 at,
             )
             .await?;
@@ -1001,6 +1018,7 @@ impl BillingService {
                 &invoice_id,
                 BillingReason::SubscriptionCycle,
                 false,
+                &[],
                 at,
             )
             .await?;
@@ -1647,8 +1665,9 @@ async fn apply_item_changes(
 }
 
 /// Opens the invoice for the subscription's current period (a trial's invoice is for
-/// nothing). Subscription-create invoices are finalized here; renewal invoices after their
-/// pending items join.
+/// nothing), with the one-time items a new subscription adds to it. Subscription-create
+/// invoices are finalized here; renewal invoices after their pending items join.
+#[allow(clippy::too_many_arguments)]
 async fn open_period_invoice(
     unit: &mut UnitOfWork,
     actor: &Actor,
@@ -1656,6 +1675,7 @@ async fn open_period_invoice(
     invoice_id: &str,
     reason: BillingReason,
     trial: bool,
+    one_time: &[OneTimeItem],
     at: i64,
 ) -> Result<(), PaymentError> {
     let currency = subscription
@@ -1711,6 +1731,45 @@ async fn open_period_invoice(
         },
     )
     .await?;
+    for line in one_time {
+        if line.currency != currency {
+            return Err(PaymentError::InvalidRequest(
+                "One-time items must use the subscription's currency.".into(),
+            ));
+        }
+        let item_id = ids::new_id("ii");
+        let item = NewInvoiceItem {
+            invoice_item_id: item_id.clone(),
+            customer: subscription.customer.clone(),
+            currency: line.currency,
+            amount: line.unit_amount.saturating_mul(line.quantity),
+            quantity: line.quantity,
+            unit_amount: Some(line.unit_amount),
+            description: line.description.clone(),
+            price: line.price.clone(),
+            product: line.product.clone(),
+            subscription: Some(subscription.id.clone()),
+            subscription_item: None,
+            proration: false,
+            period_start: at,
+            period_end: at,
+            tax_rates: subscription.default_tax_rates.clone(),
+            metadata: Metadata::new(),
+            invoice: Some(invoice_id.to_string()),
+            line_id: ids::new_id("il"),
+        };
+        let line = line_for(&item);
+        decide::<InvoiceItem>(
+            unit,
+            &item_id,
+            InvoiceItemCommand::Create {
+                item: Box::new(item),
+                at,
+            },
+        )
+        .await?;
+        decide::<Invoice>(unit, invoice_id, InvoiceCommand::AddLine { line, at }).await?;
+    }
     if reason == BillingReason::SubscriptionCreate {
         finalize(unit, actor, invoice_id, at).await?;
     }

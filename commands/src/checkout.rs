@@ -30,7 +30,8 @@ use domain::test_clock::TestClock;
 use event_store::store::Appended;
 
 use crate::billing::{
-    BillingService, ItemRequest, JobOutcome, PaymentBehavior, SubscriptionRequest, Written,
+    BillingService, ItemRequest, JobOutcome, OneTimeItem, PaymentBehavior, SubscriptionRequest,
+    Written,
 };
 use crate::execute::{CommandError, ExecuteError, Executed, InTransaction, NoExtraWork};
 use crate::ids;
@@ -676,7 +677,8 @@ impl CheckoutService {
 
     /// Subscription and setup mode: the card is saved to the customer (created from
     /// `customer_email` when the session has none, in subscription mode); in subscription
-    /// mode the subscription is created and its first invoice charged.
+    /// mode the subscription is created and its first invoice charged, with the session's
+    /// one-time lines on that invoice (as Stripe does).
     async fn finish_with_saved_card(
         &self,
         actor: &Actor,
@@ -741,22 +743,30 @@ impl CheckoutService {
             });
         }
         let customer = customer.ok_or_else(|| PaymentError::Internal("no customer".into()))?;
-        let items = session
-            .line_items
-            .iter()
-            .map(|line| {
-                line.price
-                    .clone()
-                    .map(|price| ItemRequest {
-                        price,
-                        quantity: line.quantity,
-                        metadata: Metadata::new(),
-                    })
-                    .ok_or_else(|| {
-                        PaymentError::Internal("a subscription line without a price".into())
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut items = Vec::new();
+        let mut one_time = Vec::new();
+        for line in &session.line_items {
+            match (&line.price, line.recurring) {
+                (Some(price), Some(_)) => items.push(ItemRequest {
+                    price: price.clone(),
+                    quantity: line.quantity,
+                    metadata: Metadata::new(),
+                }),
+                (Some(_), None) | (None, None) => one_time.push(OneTimeItem {
+                    price: line.price.clone(),
+                    product: line.product.clone(),
+                    description: line.product_name.clone(),
+                    currency: line.currency,
+                    unit_amount: line.unit_amount,
+                    quantity: line.quantity,
+                }),
+                (None, Some(_)) => {
+                    return Err(PaymentError::Internal(
+                        "a recurring subscription line without a price".into(),
+                    ))
+                }
+            }
+        }
         let mut written = Written::new(None);
         let subscription_id = self
             .billing
@@ -765,6 +775,7 @@ impl CheckoutService {
                 SubscriptionRequest {
                     customer: customer.clone(),
                     items,
+                    add_invoice_items: one_time,
                     default_payment_method: Some(method_id.to_string()),
                     payment_behavior: PaymentBehavior::AllowIncomplete,
                     metadata: session.metadata.clone(),

@@ -344,6 +344,155 @@ async fn forged_altered_and_replayed_returns_are_refused() {
     assert_eq!(other["status"], "open");
 }
 
+/// A monthly price of 9.00 and one-time prices in subscription mode: Stripe puts the
+/// one-time lines on the subscription's first invoice, as invoice items.
+#[tokio::test]
+async fn one_time_prices_in_a_subscription_session_go_on_the_first_invoice() {
+    let world = world().await;
+    let api = &world.api;
+    let product = api.ok("/v1/products", &[("name", "Tea club")]).await;
+    let product = product["id"].as_str().unwrap().to_string();
+    let monthly = api
+        .ok(
+            "/v1/prices",
+            &[
+                ("product", &product),
+                ("currency", "gbp"),
+                ("unit_amount", "900"),
+                ("recurring[interval]", "month"),
+            ],
+        )
+        .await;
+    let kit = api.ok("/v1/products", &[("name", "Starter kit")]).await;
+    let one_time = api
+        .ok(
+            "/v1/prices",
+            &[
+                ("product", kit["id"].as_str().unwrap()),
+                ("currency", "gbp"),
+                ("unit_amount", "500"),
+            ],
+        )
+        .await;
+    let session = api
+        .ok(
+            "/v1/checkout/sessions",
+            &[
+                ("mode", "subscription"),
+                ("success_url", SUCCESS_URL),
+                ("customer_email", "member@example.com"),
+                ("line_items[0][price]", monthly["id"].as_str().unwrap()),
+                ("line_items[0][quantity]", "1"),
+                ("line_items[1][price]", one_time["id"].as_str().unwrap()),
+                ("line_items[1][quantity]", "2"),
+                ("line_items[2][price_data][currency]", "gbp"),
+                ("line_items[2][price_data][unit_amount]", "250"),
+                (
+                    "line_items[2][price_data][product_data][name]",
+                    "Welcome card",
+                ),
+                ("line_items[2][quantity]", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(session["amount_total"], 900 + 1000 + 250, "{session}");
+    let id = session["id"].as_str().unwrap().to_string();
+
+    // Through the gateway's hosted page, as a customer would.
+    let (return_url, fields) =
+        hosted_result(&world.browser, &session, "4929421234600821", "356").await;
+    let response = post_return(&world.browser, &return_url, &fields).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let complete = api.fetch(&format!("/v1/checkout/sessions/{id}")).await;
+    assert_eq!(complete["status"], "complete", "{complete}");
+    assert_eq!(complete["payment_status"], "paid", "{complete}");
+    let subscription = api
+        .fetch(&format!(
+            "/v1/subscriptions/{}",
+            complete["subscription"].as_str().expect("a subscription")
+        ))
+        .await;
+    assert_eq!(subscription["status"], "active");
+    // Only the recurring price is an item of the subscription.
+    let items = subscription["items"]["data"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{subscription}");
+    assert_eq!(items[0]["price"]["id"], monthly["id"]);
+    // The first invoice has all three lines and was paid in full.
+    let invoice = api
+        .fetch(&format!(
+            "/v1/invoices/{}",
+            subscription["latest_invoice"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(invoice["status"], "paid", "{invoice}");
+    assert_eq!(invoice["total"], 2150, "{invoice}");
+    assert_eq!(invoice["amount_paid"], 2150, "{invoice}");
+    let lines = invoice["lines"]["data"].as_array().unwrap();
+    assert_eq!(lines.len(), 3, "{invoice}");
+    let descriptions: Vec<&str> = lines
+        .iter()
+        .map(|line| line["description"].as_str().unwrap_or(""))
+        .collect();
+    assert!(descriptions.contains(&"Starter kit"), "{descriptions:?}");
+    assert!(descriptions.contains(&"Welcome card"), "{descriptions:?}");
+    // The one-time lines are invoice items of that invoice, not pending for the next one.
+    let customer = complete["customer"].as_str().unwrap();
+    let invoice_items = api
+        .fetch(&format!("/v1/invoiceitems?customer={customer}"))
+        .await;
+    let invoice_items = invoice_items["data"].as_array().unwrap();
+    assert_eq!(invoice_items.len(), 2, "{invoice_items:?}");
+    for item in invoice_items {
+        assert_eq!(item["invoice"], invoice["id"], "{item}");
+    }
+    // Renewals bill the monthly price only: nothing is pending.
+    let pending = api
+        .fetch(&format!(
+            "/v1/invoiceitems?customer={customer}&pending=true"
+        ))
+        .await;
+    assert_eq!(pending["data"].as_array().unwrap().len(), 0);
+
+    // The test helper takes the same path.
+    let again = api
+        .ok(
+            "/v1/checkout/sessions",
+            &[
+                ("mode", "subscription"),
+                ("success_url", SUCCESS_URL),
+                ("customer_email", "second@example.com"),
+                ("line_items[0][price]", monthly["id"].as_str().unwrap()),
+                ("line_items[0][quantity]", "1"),
+                ("line_items[1][price]", one_time["id"].as_str().unwrap()),
+                ("line_items[1][quantity]", "1"),
+            ],
+        )
+        .await;
+    let completed = api
+        .ok(
+            &format!(
+                "/v1/test_helpers/checkout/sessions/{}/complete",
+                again["id"].as_str().unwrap()
+            ),
+            &[("payment_method", "pm_card_visa")],
+        )
+        .await;
+    assert_eq!(completed["payment_status"], "paid", "{completed}");
+    let subscription = api
+        .fetch(&format!(
+            "/v1/subscriptions/{}",
+            completed["subscription"].as_str().unwrap()
+        ))
+        .await;
+    let invoice = api
+        .fetch(&format!(
+            "/v1/invoices/{}",
+            subscription["latest_invoice"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(invoice["amount_paid"], 1400, "{invoice}");
+}
+
 /// A session for a customer on a test clock expires when the clock passes `expires_at`,
 /// not by the wall clock.
 #[tokio::test]

@@ -140,6 +140,7 @@ pub async fn create(State(state): State<ApiState>, request: WriteRequest) -> Res
                 cancel_at_period_end: params.take_bool("cancel_at_period_end")?.unwrap_or(false),
                 metadata: metadata_on_create(params)?,
                 description: params.take_string("description")?,
+                ..SubscriptionRequest::default()
             };
             request.reject_unknown_params()?;
             let prices: Vec<String> = subscription
