@@ -1,6 +1,7 @@
 //! Gateway settings: where test-mode and live-mode charges go.
 
 use clap::Args;
+use commands::payments::CheckoutFault;
 
 /// Cardstream's published demo account (the simulator knows it too).
 pub const DEMO_MERCHANT_ID: &str = "100001";
@@ -34,6 +35,25 @@ pub struct GatewayArgs {
         default_value_t = false
     )]
     pub fault_crash_after_approval: bool,
+
+    /// Test only: abort at this point of a hosted checkout's return: `accepted` (the
+    /// gateway's result accepted, nothing else recorded) or `recorded` (the payment
+    /// recorded, the session not completed).
+    #[arg(
+        long,
+        env = "CALMONY_FAULT_CRASH_IN_CHECKOUT_RETURN",
+        hide = true,
+        value_parser = parse_checkout_fault
+    )]
+    pub fault_crash_in_checkout_return: Option<CheckoutFault>,
+}
+
+fn parse_checkout_fault(text: &str) -> Result<CheckoutFault, String> {
+    match text {
+        "accepted" => Ok(CheckoutFault::AfterAccept),
+        "recorded" => Ok(CheckoutFault::BeforeComplete),
+        other => Err(format!("{other}: expected accepted or recorded")),
+    }
 }
 
 pub fn client_config(direct_url: &str, merchant_id: &str, secret: &str) -> cardstream::Config {

@@ -208,6 +208,7 @@ pub async fn serve(database: &Database, args: ServeArgs) -> anyhow::Result<ExitC
             .transpose()?,
         public_url: public_url.clone(),
         crash_after_approval: args.gateway.fault_crash_after_approval,
+        crash_in_checkout_return: args.gateway.fault_crash_in_checkout_return,
     };
     let bus = CommandBus::new(EventStore::new(pool.clone()), domain::upcasters::all());
     let payments = PaymentService::new(bus, gateways);

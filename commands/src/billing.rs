@@ -522,6 +522,10 @@ pub struct OneTimeItem {
 
 #[derive(Debug, Clone, Default)]
 pub struct SubscriptionRequest {
+    /// The subscription's id; a new one when `None`. A caller that must be able to resume
+    /// after a crash (a Checkout Session's return) names it, so a second attempt finds the
+    /// subscription instead of making another.
+    pub subscription_id: Option<String>,
     pub customer: String,
     pub items: Vec<ItemRequest>,
     /// One-time lines added to the first invoice.
@@ -660,7 +664,10 @@ impl BillingService {
         request: SubscriptionRequest,
         written: &mut Written,
     ) -> Result<String, PaymentError> {
-        let subscription_id = ids::new_id("sub");
+        let subscription_id = request
+            .subscription_id
+            .clone()
+            .unwrap_or_else(|| ids::new_id("sub"));
         let invoice_id = ids::new_id("in");
         let bus = self.payments.bus().clone();
         let (pending, appended) = in_unit!(bus, actor, |unit| {

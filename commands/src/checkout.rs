@@ -14,8 +14,8 @@ use cardstream::{
     HostedPaymentRequest, Outcome, StoredCardAgreement,
 };
 use domain::checkout_session::{
-    CheckoutSession, CheckoutSessionCommand, CheckoutSessionError, Completion, LineItem,
-    NewSession, PaymentStatus, SessionMode, SessionStatus, MAX_LIFETIME_SECONDS,
+    AcceptedResult, CheckoutSession, CheckoutSessionCommand, CheckoutSessionError, Completion,
+    LineItem, NewSession, PaymentStatus, SessionMode, SessionStatus, MAX_LIFETIME_SECONDS,
 };
 use domain::customer::{Customer, CustomerCommand, CustomerFields, Metadata};
 use domain::money::{Currency, Money};
@@ -35,7 +35,7 @@ use crate::billing::{
 };
 use crate::execute::{CommandError, ExecuteError, Executed, InTransaction, NoExtraWork};
 use crate::ids;
-use crate::payments::{Actor, FinalStepError, PaymentError};
+use crate::payments::{Actor, CheckoutFault, FinalStepError, PaymentError};
 
 /// A line as the API receives it.
 #[derive(Debug, Clone)]
@@ -86,6 +86,14 @@ pub enum ReturnError {
     Declined(String),
     #[error(transparent)]
     Payment(#[from] PaymentError),
+}
+
+/// The ids an accepted result fixed for the objects subscription and setup mode make
+/// (none for the test helper, which makes them fresh).
+#[derive(Debug, Clone, Default)]
+struct SavedCardIds {
+    customer: Option<String>,
+    subscription: Option<String>,
 }
 
 /// A completed session: where to send the customer, and what was appended (for
@@ -440,8 +448,12 @@ impl CheckoutService {
         }))
     }
 
-    /// The gateway's signed result came back through the browser: check it, record what
-    /// it means, and complete the session.
+    /// The gateway's signed result came back through the browser: check it, accept it
+    /// (which fixes the card and the ids of everything completing makes), then finish.
+    ///
+    /// A genuine result for a session whose result was accepted but not finished (the
+    /// server died in between) finishes it: the browser's retry does what the first
+    /// request could not, with the same ids, so nothing is made twice.
     pub async fn complete_from_hosted_return(
         &self,
         actor: &Actor,
@@ -467,107 +479,209 @@ impl CheckoutService {
         if !matches!(response.outcome(), Outcome::Approved) {
             return Err(ReturnError::Declined(response.message().to_string()));
         }
+        if session.return_accepted {
+            return Ok(self.finish_accepted(actor, session_id).await?);
+        }
         let xref = response
             .xref()
             .filter(|xref| !xref.is_empty())
             .ok_or_else(|| ReturnError::Mismatch("no xref in an approved result".into()))?
             .to_string();
         let at = self.now_for(actor, &session).await?;
-        let mut appended = Vec::new();
+        let result = AcceptedResult {
+            gateway_token: xref,
+            authorization_code: response.authorisation_code().map(str::to_string),
+            card: card_from_response(&actor.project, &response),
+            payment_method: ids::new_id("pm"),
+            payment_intent: (session.mode == SessionMode::Payment).then(|| ids::new_id("pi")),
+            customer: (session.mode == SessionMode::Subscription && session.customer.is_none())
+                .then(|| ids::new_id("cus")),
+            subscription: (session.mode == SessionMode::Subscription).then(|| ids::new_id("sub")),
+        };
         let accepted = payments
             .bus()
             .execute::<CheckoutSession>(
                 session_id,
                 CheckoutSessionCommand::AcceptReturn {
                     nonce: response.transaction_unique().unwrap_or("").to_string(),
+                    result: Box::new(result),
                     at,
                 },
                 &(),
                 &actor.metadata(),
             )
             .await;
-        match accepted {
-            Ok(executed) => appended.extend(executed.appended),
+        let mut appended = match accepted {
+            Ok(executed) => executed.appended,
             Err(CommandError::Rejected(refused)) => {
                 return Err(ReturnError::Replayed(refused.to_string()))
             }
             Err(other) => return Err(PaymentError::from(other).into()),
+        };
+        payments.fault_point(CheckoutFault::AfterAccept);
+        let mut finished = self.finish_accepted(actor, session_id).await?;
+        appended.append(&mut finished.appended);
+        finished.appended = appended;
+        Ok(finished)
+    }
+
+    /// Finishes a session whose gateway result was accepted: the payment method, then the
+    /// payment (payment mode) or the customer's card and subscription, then `Complete`.
+    /// Each step first looks for what an earlier, interrupted attempt made (the ids were
+    /// fixed at acceptance), so running this twice, or after a crash anywhere in it, makes
+    /// everything once. Used by the return, its retry, and the recovery worker.
+    pub async fn finish_accepted(
+        &self,
+        actor: &Actor,
+        session_id: &str,
+    ) -> Result<Completed, PaymentError> {
+        let payments = self.billing.payments();
+        let (session, _) = payments
+            .load_owned::<CheckoutSession>(actor, "checkout.session", session_id)
+            .await?;
+        if session.status == SessionStatus::Complete {
+            return Ok(Completed {
+                redirect_url: session.success_url_for_redirect(),
+                appended: Vec::new(),
+            });
         }
-        let card = card_from_response(&actor.project, &response);
-        let method_id = ids::new_id("pm");
-        let created = payments
-            .bus()
-            .execute::<PaymentMethod>(
-                &method_id,
-                PaymentMethodCommand::Create {
-                    payment_method_id: method_id.clone(),
-                    livemode: actor.livemode,
-                    card,
-                    gateway_token: xref.clone(),
-                    billing_details: BillingDetails {
-                        email: session.customer_email.clone(),
-                        ..BillingDetails::default()
-                    },
-                    metadata: Metadata::new(),
-                    at,
-                },
-                &(),
-                &actor.metadata(),
+        if session.status != SessionStatus::Open {
+            return Err(rule(CheckoutSessionError::NotOpen(session.status.as_str())));
+        }
+        let result = session.accepted.clone().ok_or_else(|| {
+            PaymentError::InvalidRequest(
+                "This Checkout Session's payment result was accepted without what finishing it needs (an event of version 1.0).".into(),
             )
-            .await
-            .map_err(PaymentError::from)?;
-        appended.extend(created.appended);
+        })?;
+        let at = self.now_for(actor, &session).await?;
+        let mut appended = Vec::new();
+        let method_id = result.payment_method.clone();
+        if !self.exists::<PaymentMethod>(actor, &method_id).await? {
+            let created = payments
+                .bus()
+                .execute::<PaymentMethod>(
+                    &method_id,
+                    PaymentMethodCommand::Create {
+                        payment_method_id: method_id.clone(),
+                        livemode: actor.livemode,
+                        card: result.card.clone(),
+                        gateway_token: result.gateway_token.clone(),
+                        billing_details: BillingDetails {
+                            email: session.customer_email.clone(),
+                            ..BillingDetails::default()
+                        },
+                        metadata: Metadata::new(),
+                        at,
+                    },
+                    &(),
+                    &actor.metadata(),
+                )
+                .await;
+            match created {
+                Ok(executed) => appended.extend(executed.appended),
+                // Another finisher made it first.
+                Err(_) if self.exists::<PaymentMethod>(actor, &method_id).await? => {}
+                Err(error) => return Err(PaymentError::from(error)),
+            }
+        }
         let completion = match session.mode {
             SessionMode::Payment => {
-                let intent_id = ids::new_id("pi");
-                let amount = Money::new(
-                    session.amount_total(),
-                    session.currency().unwrap_or(Currency::GBP),
-                )
-                .map_err(rule)?;
-                let recorded = payments
-                    .record_hosted_sale(
-                        actor,
-                        NewIntent {
-                            payment_intent_id: intent_id.clone(),
-                            livemode: actor.livemode,
-                            amount,
-                            customer: session.customer.clone(),
-                            payment_method: Some(method_id.clone()),
-                            capture_method: CaptureMethod::Automatic,
-                            description: None,
-                            receipt_email: session.customer_email.clone(),
-                            metadata: session.metadata.clone(),
-                            invoice: None,
-                            at,
-                        },
-                        &session.return_nonce,
-                        ChargeOutcome::Approved {
-                            gateway_token: xref,
-                            authorization_code: response.authorisation_code().map(str::to_string),
-                        },
+                let intent_id = result
+                    .payment_intent
+                    .clone()
+                    .ok_or_else(|| PaymentError::Internal("no payment intent id".into()))?;
+                if !self.exists::<PaymentIntent>(actor, &intent_id).await? {
+                    let amount = Money::new(
+                        session.amount_total(),
+                        session.currency().unwrap_or(Currency::GBP),
                     )
-                    .await?;
-                appended.extend(recorded);
+                    .map_err(rule)?;
+                    let recorded = payments
+                        .record_hosted_sale(
+                            actor,
+                            NewIntent {
+                                payment_intent_id: intent_id.clone(),
+                                livemode: actor.livemode,
+                                amount,
+                                customer: session.customer.clone(),
+                                payment_method: Some(method_id.clone()),
+                                capture_method: CaptureMethod::Automatic,
+                                description: None,
+                                receipt_email: session.customer_email.clone(),
+                                metadata: session.metadata.clone(),
+                                invoice: None,
+                                at,
+                            },
+                            &session.return_nonce,
+                            ChargeOutcome::Approved {
+                                gateway_token: result.gateway_token.clone(),
+                                authorization_code: result.authorization_code.clone(),
+                            },
+                        )
+                        .await;
+                    match recorded {
+                        Ok(recorded) => appended.extend(recorded),
+                        Err(_) if self.exists::<PaymentIntent>(actor, &intent_id).await? => {}
+                        Err(error) => return Err(error),
+                    }
+                }
                 Completion {
                     customer: session.customer.clone(),
                     payment_intent: Some(intent_id),
                     subscription: None,
-                    payment_method: Some(method_id),
+                    payment_method: Some(method_id.clone()),
                     payment_status: PaymentStatus::Paid,
                 }
             }
             SessionMode::Subscription | SessionMode::Setup => {
-                self.finish_with_saved_card(actor, &session, &method_id, &mut appended)
-                    .await?
+                self.finish_with_saved_card(
+                    actor,
+                    &session,
+                    &method_id,
+                    SavedCardIds {
+                        customer: result.customer.clone(),
+                        subscription: result.subscription.clone(),
+                    },
+                    &mut appended,
+                )
+                .await?
             }
         };
-        let completed = self.complete(actor, &session, completion, at).await?;
-        appended.extend(completed);
+        payments.fault_point(CheckoutFault::BeforeComplete);
+        match self.complete(actor, &session, completion, at).await {
+            Ok(completed) => appended.extend(completed),
+            Err(error) => {
+                // Completed meanwhile by another finisher: done all the same.
+                let (now, _) = payments
+                    .load_owned::<CheckoutSession>(actor, "checkout.session", session_id)
+                    .await?;
+                if now.status != SessionStatus::Complete {
+                    return Err(error);
+                }
+            }
+        }
         Ok(Completed {
             redirect_url: session.success_url_for_redirect(),
             appended,
         })
+    }
+
+    /// Whether a stream of `A` with this id exists in the actor's project and mode.
+    async fn exists<A: cqrs_es::Aggregate>(
+        &self,
+        actor: &Actor,
+        id: &str,
+    ) -> Result<bool, PaymentError> {
+        match self
+            .billing
+            .payments()
+            .load_owned::<A>(actor, "object", id)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(PaymentError::NotFound { .. }) => Ok(false),
+            Err(error) => Err(error),
+        }
     }
 
     /// The test helper: completes an open session as if the customer had paid on the
@@ -664,8 +778,14 @@ impl CheckoutService {
                 }
             }
             SessionMode::Subscription | SessionMode::Setup => {
-                self.finish_with_saved_card(actor, &session, &method.id, &mut appended)
-                    .await?
+                self.finish_with_saved_card(
+                    actor,
+                    &session,
+                    &method.id,
+                    SavedCardIds::default(),
+                    &mut appended,
+                )
+                .await?
             }
         };
         appended.extend(self.complete(actor, &session, completion, at).await?);
@@ -678,12 +798,14 @@ impl CheckoutService {
     /// Subscription and setup mode: the card is saved to the customer (created from
     /// `customer_email` when the session has none, in subscription mode); in subscription
     /// mode the subscription is created and its first invoice charged, with the session's
-    /// one-time lines on that invoice (as Stripe does).
+    /// one-time lines on that invoice (as Stripe does). With `fixed` ids, what exists
+    /// already (an interrupted attempt's work) is used, not made again.
     async fn finish_with_saved_card(
         &self,
         actor: &Actor,
         session: &CheckoutSession,
         method_id: &str,
+        fixed: SavedCardIds,
         appended: &mut Vec<Appended>,
     ) -> Result<Completion, PaymentError> {
         let payments = self.billing.payments();
@@ -691,24 +813,29 @@ impl CheckoutService {
         let customer = match (&session.customer, session.mode) {
             (Some(customer), _) => Some(customer.clone()),
             (None, SessionMode::Subscription) => {
-                let customer_id = ids::new_id("cus");
-                let created = bus
-                    .execute::<Customer>(
-                        &customer_id,
-                        CustomerCommand::Create {
-                            customer_id: customer_id.clone(),
-                            fields: CustomerFields {
-                                email: session.customer_email.clone().map(Some),
-                                ..CustomerFields::default()
+                let customer_id = fixed.customer.clone().unwrap_or_else(|| ids::new_id("cus"));
+                if !self.exists::<Customer>(actor, &customer_id).await? {
+                    let created = bus
+                        .execute::<Customer>(
+                            &customer_id,
+                            CustomerCommand::Create {
+                                customer_id: customer_id.clone(),
+                                fields: CustomerFields {
+                                    email: session.customer_email.clone().map(Some),
+                                    ..CustomerFields::default()
+                                },
+                                at: Self::now(),
                             },
-                            at: Self::now(),
-                        },
-                        &(),
-                        &actor.metadata(),
-                    )
-                    .await
-                    .map_err(PaymentError::from)?;
-                appended.extend(created.appended);
+                            &(),
+                            &actor.metadata(),
+                        )
+                        .await;
+                    match created {
+                        Ok(executed) => appended.extend(executed.appended),
+                        Err(_) if self.exists::<Customer>(actor, &customer_id).await? => {}
+                        Err(error) => return Err(PaymentError::from(error)),
+                    }
+                }
                 Some(customer_id)
             }
             (None, _) => None,
@@ -743,48 +870,62 @@ impl CheckoutService {
             });
         }
         let customer = customer.ok_or_else(|| PaymentError::Internal("no customer".into()))?;
-        let mut items = Vec::new();
-        let mut one_time = Vec::new();
-        for line in &session.line_items {
-            match (&line.price, line.recurring) {
-                (Some(price), Some(_)) => items.push(ItemRequest {
-                    price: price.clone(),
-                    quantity: line.quantity,
-                    metadata: Metadata::new(),
-                }),
-                (Some(_), None) | (None, None) => one_time.push(OneTimeItem {
-                    price: line.price.clone(),
-                    product: line.product.clone(),
-                    description: line.product_name.clone(),
-                    currency: line.currency,
-                    unit_amount: line.unit_amount,
-                    quantity: line.quantity,
-                }),
-                (None, Some(_)) => {
-                    return Err(PaymentError::Internal(
-                        "a recurring subscription line without a price".into(),
-                    ))
+        let subscription_id = match &fixed.subscription {
+            Some(id) if self.exists::<Subscription>(actor, id).await? => id.clone(),
+            _ => {
+                let mut items = Vec::new();
+                let mut one_time = Vec::new();
+                for line in &session.line_items {
+                    match (&line.price, line.recurring) {
+                        (Some(price), Some(_)) => items.push(ItemRequest {
+                            price: price.clone(),
+                            quantity: line.quantity,
+                            metadata: Metadata::new(),
+                        }),
+                        (Some(_), None) | (None, None) => one_time.push(OneTimeItem {
+                            price: line.price.clone(),
+                            product: line.product.clone(),
+                            description: line.product_name.clone(),
+                            currency: line.currency,
+                            unit_amount: line.unit_amount,
+                            quantity: line.quantity,
+                        }),
+                        (None, Some(_)) => {
+                            return Err(PaymentError::Internal(
+                                "a recurring subscription line without a price".into(),
+                            ))
+                        }
+                    }
+                }
+                let mut written = Written::new(None);
+                let created = self
+                    .billing
+                    .create_subscription(
+                        actor,
+                        SubscriptionRequest {
+                            subscription_id: fixed.subscription.clone(),
+                            customer: customer.clone(),
+                            items,
+                            add_invoice_items: one_time,
+                            default_payment_method: Some(method_id.to_string()),
+                            payment_behavior: PaymentBehavior::AllowIncomplete,
+                            metadata: session.metadata.clone(),
+                            ..SubscriptionRequest::default()
+                        },
+                        &mut written,
+                    )
+                    .await;
+                appended.extend(written.appended);
+                match (created, &fixed.subscription) {
+                    (Ok(id), _) => id,
+                    // Another finisher made it first.
+                    (Err(_), Some(id)) if self.exists::<Subscription>(actor, id).await? => {
+                        id.clone()
+                    }
+                    (Err(error), _) => return Err(error),
                 }
             }
-        }
-        let mut written = Written::new(None);
-        let subscription_id = self
-            .billing
-            .create_subscription(
-                actor,
-                SubscriptionRequest {
-                    customer: customer.clone(),
-                    items,
-                    add_invoice_items: one_time,
-                    default_payment_method: Some(method_id.to_string()),
-                    payment_behavior: PaymentBehavior::AllowIncomplete,
-                    metadata: session.metadata.clone(),
-                    ..SubscriptionRequest::default()
-                },
-                &mut written,
-            )
-            .await?;
-        appended.extend(written.appended);
+        };
         let (subscription, _) = payments
             .load_owned::<Subscription>(actor, "subscription", &subscription_id)
             .await?;

@@ -42,6 +42,18 @@ pub struct Gateways {
     /// Test-only fault injection: abort the process right after the gateway approved a
     /// charge and before the outcome is recorded (the exactly-once crash test).
     pub crash_after_approval: bool,
+    /// Test-only fault injection: abort the process at this point of a hosted checkout's
+    /// return (the checkout crash test).
+    pub crash_in_checkout_return: Option<CheckoutFault>,
+}
+
+/// Where a hosted checkout's return may be made to crash (tests only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckoutFault {
+    /// The gateway's result is accepted (committed); nothing else is recorded.
+    AfterAccept,
+    /// The payment (or the card and subscription) is recorded; the session is not complete.
+    BeforeComplete,
 }
 
 impl Gateways {
@@ -201,6 +213,15 @@ impl PaymentService {
     /// The gateway client of a mode (the hosted checkout builds its signed forms with it).
     pub fn gateway(&self, livemode: bool) -> Result<&Client, PaymentError> {
         self.gateways.for_mode(livemode)
+    }
+
+    /// Test-only: aborts the process if it was told to crash at `point` of a hosted
+    /// checkout's return.
+    pub fn fault_point(&self, point: CheckoutFault) {
+        if self.gateways.crash_in_checkout_return == Some(point) {
+            tracing::error!(?point, "fault injection: aborting in a checkout return");
+            std::process::abort();
+        }
     }
 
     /// Records a sale the cardholder already made on the gateway's hosted payment page: the

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::customer::Metadata;
 use crate::money::Currency;
+use crate::payment_method::CardSummary;
 use crate::price::Recurring;
 
 /// The shortest and longest lifetime a session may be given (Stripe's bounds), and the
@@ -132,12 +133,33 @@ pub struct Completion {
     pub payment_status: PaymentStatus,
 }
 
+/// What an accepted gateway result means, fixed when it is accepted: the card, and the ids
+/// of everything completing the session will make. Kept in the session's stream so that a
+/// completion cut short by a crash is finished later (a retried return, or the recovery
+/// worker) with the same ids, so each object is made once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcceptedResult {
+    /// The gateway's token for the card (`xref`).
+    pub gateway_token: String,
+    pub authorization_code: Option<String>,
+    pub card: CardSummary,
+    /// `pm_…` to create for the card.
+    pub payment_method: String,
+    /// Payment mode: the `pi_…` that records the sale.
+    pub payment_intent: Option<String>,
+    /// Subscription mode without a customer: the `cus_…` to create.
+    pub customer: Option<String>,
+    /// Subscription mode: the `sub_…` to create.
+    pub subscription: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckoutSessionCommand {
     Create(Box<NewSession>),
     /// The gateway's signed result came back with `nonce` as its `transactionUnique`.
     AcceptReturn {
         nonce: String,
+        result: Box<AcceptedResult>,
         at: i64,
     },
     Complete {
@@ -169,6 +191,10 @@ pub enum CheckoutSessionEvent {
     },
     CheckoutSessionReturnAccepted {
         at: i64,
+        /// Absent from events of version 1.0 (before 1.1 a crash left such a session to
+        /// expire); see `upcasters`.
+        #[serde(default)]
+        result: Option<Box<AcceptedResult>>,
     },
     CheckoutSessionCompleted {
         completion: Completion,
@@ -193,7 +219,11 @@ impl DomainEvent for CheckoutSessionEvent {
     }
 
     fn event_version(&self) -> String {
-        "1.0".to_string()
+        match self {
+            CheckoutSessionEvent::CheckoutSessionReturnAccepted { .. } => "1.1",
+            _ => "1.0",
+        }
+        .to_string()
     }
 }
 
@@ -247,6 +277,8 @@ pub struct CheckoutSession {
     pub expires_at: i64,
     pub return_nonce: String,
     pub return_accepted: bool,
+    /// The accepted result's card and ids (`None` also for a 1.0 event).
+    pub accepted: Option<AcceptedResult>,
     pub test_clock: Option<String>,
     pub status: SessionStatus,
     pub payment_status: PaymentStatus,
@@ -378,7 +410,7 @@ impl Aggregate for CheckoutSession {
                 )
                 .await;
             }
-            CheckoutSessionCommand::AcceptReturn { nonce, at } => {
+            CheckoutSessionCommand::AcceptReturn { nonce, result, at } => {
                 self.require_open()?;
                 if at >= self.expires_at {
                     return Err(Error::PastExpiry);
@@ -390,7 +422,10 @@ impl Aggregate for CheckoutSession {
                     return Err(Error::ReturnAlreadyAccepted);
                 }
                 sink.write(
-                    CheckoutSessionEvent::CheckoutSessionReturnAccepted { at },
+                    CheckoutSessionEvent::CheckoutSessionReturnAccepted {
+                        at,
+                        result: Some(result),
+                    },
                     self,
                 )
                 .await;
@@ -455,8 +490,9 @@ impl Aggregate for CheckoutSession {
                     PaymentStatus::Unpaid
                 };
             }
-            CheckoutSessionEvent::CheckoutSessionReturnAccepted { .. } => {
+            CheckoutSessionEvent::CheckoutSessionReturnAccepted { result, .. } => {
                 self.return_accepted = true;
+                self.accepted = result.map(|result| *result);
             }
             CheckoutSessionEvent::CheckoutSessionCompleted { completion, at } => {
                 self.status = SessionStatus::Complete;
@@ -597,6 +633,54 @@ mod tests {
             .then_expect_error(CheckoutSessionError::LineItemsRequired("payment"));
     }
 
+    fn accepted() -> AcceptedResult {
+        AcceptedResult {
+            gateway_token: "xref_1".into(),
+            authorization_code: Some("12345".into()),
+            card: CardSummary {
+                brand: "visa".into(),
+                last4: "0821".into(),
+                exp_month: 12,
+                exp_year: 2034,
+                funding: "credit".into(),
+                fingerprint: "f1".into(),
+            },
+            payment_method: "pm_1".into(),
+            payment_intent: Some("pi_1".into()),
+            customer: None,
+            subscription: None,
+        }
+    }
+
+    #[test]
+    fn an_accepted_result_is_kept_for_finishing_later() {
+        let session = new_session(SessionMode::Payment, vec![line(500, false)]);
+        Framework::with(())
+            .given(vec![created(session.clone())])
+            .when(CheckoutSessionCommand::AcceptReturn {
+                nonce: "csn_1".into(),
+                result: Box::new(accepted()),
+                at: NOW + 10,
+            })
+            .then_expect_events(vec![CheckoutSessionEvent::CheckoutSessionReturnAccepted {
+                at: NOW + 10,
+                result: Some(Box::new(accepted())),
+            }]);
+        let mut state = CheckoutSession::default();
+        state.apply(created(session));
+        // A 1.0 event (no result) still reads, as accepted without what finishing needs.
+        let old: CheckoutSessionEvent =
+            serde_json::from_str(r#"{"CheckoutSessionReturnAccepted":{"at":1700000010}}"#)
+                .expect("a 1.0 event");
+        state.apply(old);
+        assert!(state.return_accepted && state.accepted.is_none());
+        state.apply(CheckoutSessionEvent::CheckoutSessionReturnAccepted {
+            at: NOW + 10,
+            result: Some(Box::new(accepted())),
+        });
+        assert_eq!(state.accepted, Some(accepted()));
+    }
+
     #[test]
     fn a_return_is_accepted_once_and_only_with_the_sessions_nonce() {
         let session = new_session(SessionMode::Payment, vec![line(500, false)]);
@@ -604,16 +688,21 @@ mod tests {
             .given(vec![created(session.clone())])
             .when(CheckoutSessionCommand::AcceptReturn {
                 nonce: "csn_other".into(),
+                result: Box::new(accepted()),
                 at: NOW + 10,
             })
             .then_expect_error(CheckoutSessionError::NonceMismatch);
         Framework::with(())
             .given(vec![
                 created(session.clone()),
-                CheckoutSessionEvent::CheckoutSessionReturnAccepted { at: NOW + 10 },
+                CheckoutSessionEvent::CheckoutSessionReturnAccepted {
+                    at: NOW + 10,
+                    result: Some(Box::new(accepted())),
+                },
             ])
             .when(CheckoutSessionCommand::AcceptReturn {
                 nonce: "csn_1".into(),
+                result: Box::new(accepted()),
                 at: NOW + 11,
             })
             .then_expect_error(CheckoutSessionError::ReturnAlreadyAccepted);
@@ -624,6 +713,7 @@ mod tests {
             ])
             .when(CheckoutSessionCommand::AcceptReturn {
                 nonce: "csn_1".into(),
+                result: Box::new(accepted()),
                 at: NOW + 11,
             })
             .then_expect_error(CheckoutSessionError::NotOpen("expired"));

@@ -66,6 +66,7 @@ async fn main() -> BenchResult<()> {
         live: None,
         public_url: "http://127.0.0.1:0".into(),
         crash_after_approval: false,
+        crash_in_checkout_return: None,
     };
     let bus = CommandBus::new(EventStore::new(pool.clone()), domain::upcasters::all());
     let payments = PaymentService::new(bus.clone(), gateways);
