@@ -650,6 +650,11 @@ async fn no_page_renders_a_planted_script() {
             200,
         ),
         (
+            "/dashboard/projects/{project}/{mode}/settlements",
+            format!("{project_base}/settlements"),
+            200,
+        ),
+        (
             "/dashboard/projects/{project}/{mode}/webhooks/{endpoint}",
             format!("{project_base}/webhooks/{endpoint}"),
             200,
@@ -754,6 +759,11 @@ async fn no_page_renders_a_planted_script() {
     );
     assert_inert("GET portal after the update", &portal_page.body, &planted);
     covered.insert("/dashboard/login".into());
+    // Every page again, now that the portal's forms wrote their payloads too.
+    for (_, path, _) in &pages {
+        let answer = http.get(&format!("{base}{path}")).await;
+        assert_inert(&format!("GET {path} (again)"), &answer.body, &planted);
+    }
 
     // In the browser: every page again, no alert, no console error (the 200 pages).
     if browser_available {
@@ -782,8 +792,13 @@ async fn no_page_renders_a_planted_script() {
             .await;
         browser.wait_for_url(&format!("{base}/dashboard")).await;
         browser.step("signed-in").await;
-        for (index, (_, path, status)) in pages.iter().enumerate() {
-            let step = format!("page-{index}");
+        for (route, path, status) in &pages {
+            // The route as a file name: `/dashboard/projects/{project}` → `dashboard-projects-project`.
+            let step = route
+                .split(|character: char| !character.is_ascii_alphanumeric() && character != '_')
+                .filter(|part| !part.is_empty())
+                .collect::<Vec<_>>()
+                .join("-");
             if *status == 200 {
                 browser.open(&format!("{base}{path}"), &step).await;
                 assert!(
