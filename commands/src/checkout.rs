@@ -18,6 +18,7 @@ use domain::checkout_session::{
     LineItem, NewSession, PaymentStatus, SessionMode, SessionStatus, MAX_LIFETIME_SECONDS,
 };
 use domain::customer::{Customer, CustomerCommand, CustomerFields, Metadata};
+use domain::invoice::Invoice;
 use domain::money::{Currency, Money};
 use domain::payment_intent::{
     CaptureMethod, ChargeOutcome, IntentStatus, NewIntent, PaymentIntent, PaymentIntentCommand,
@@ -871,7 +872,12 @@ impl CheckoutService {
         }
         let customer = customer.ok_or_else(|| PaymentError::Internal("no customer".into()))?;
         let subscription_id = match &fixed.subscription {
-            Some(id) if self.exists::<Subscription>(actor, id).await? => id.clone(),
+            Some(id) if self.exists::<Subscription>(actor, id).await? => {
+                // Made by an interrupted attempt, which may have died before its first
+                // invoice's charge was sent or recorded: finish that charge (once).
+                self.resume_first_charge(actor, id, appended).await?;
+                id.clone()
+            }
             _ => {
                 let mut items = Vec::new();
                 let mut one_time = Vec::new();
@@ -941,6 +947,34 @@ impl CheckoutService {
             payment_method: Some(method_id.to_string()),
             payment_status,
         })
+    }
+
+    /// The open attempt of a subscription's first invoice, continued: the gateway is asked
+    /// first, so a charge it approved is recorded, not sent again.
+    async fn resume_first_charge(
+        &self,
+        actor: &Actor,
+        subscription_id: &str,
+        appended: &mut Vec<Appended>,
+    ) -> Result<(), PaymentError> {
+        let payments = self.billing.payments();
+        let (subscription, _) = payments
+            .load_owned::<Subscription>(actor, "subscription", subscription_id)
+            .await?;
+        let Some(invoice_id) = &subscription.latest_invoice else {
+            return Ok(());
+        };
+        let (invoice, _) = payments
+            .load_owned::<Invoice>(actor, "invoice", invoice_id)
+            .await?;
+        if let Some(intent_id) = &invoice.payment_intent {
+            appended.extend(
+                payments
+                    .resume_open_attempt(actor, intent_id, false)
+                    .await?,
+            );
+        }
+        Ok(())
     }
 
     async fn complete(

@@ -1027,6 +1027,35 @@ impl PaymentService {
         Ok(executed.appended)
     }
 
+    /// Continues an intent's attempt that an interrupted process committed and may or may
+    /// not have sent: asks the gateway about it first (never resends blind), charges only
+    /// if the gateway never saw it, and records the outcome. Nothing to do without an open
+    /// attempt (or one waiting for the cardholder).
+    pub async fn resume_open_attempt(
+        &self,
+        actor: &Actor,
+        intent_id: &str,
+        off_session: bool,
+    ) -> Result<Vec<event_store::store::Appended>, PaymentError> {
+        let (intent, _) = self
+            .load_owned::<PaymentIntent>(actor, "payment_intent", intent_id)
+            .await?;
+        if intent.pending_charge().is_none() || intent.status == IntentStatus::RequiresAction {
+            return Ok(Vec::new());
+        }
+        let outcome = self
+            .charge_pending_attempt(actor, &intent, off_session, true)
+            .await?;
+        let executed = self
+            .record_outcome(actor, &intent, outcome, NoExtraWork)
+            .await
+            .map_err(|error| match error {
+                FinalStepError::Payment(error) => error,
+                FinalStepError::Step(error) => PaymentError::Internal(error.to_string()),
+            })?;
+        Ok(executed.appended)
+    }
+
     /// Resolves one intent's attempt left open (a crash between the gateway's answer and
     /// recording it): asks the gateway about its `transactionUnique` and records what it
     /// says; an attempt the gateway never saw is recorded as failed so it can be retried.

@@ -24,11 +24,13 @@ pub async fn run(pool: PgPool, payments: PaymentService, grace_ms: u64) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        if let Err(error) = pass(&pool, &payments, grace_ms).await {
-            tracing::warn!(%error, "charge recovery pass failed; retrying at the next tick");
-        }
+        // Checkout first: a subscription's first charge that a crash left open is continued
+        // by finishing its session (the charge pass would record it as failed).
         if let Err(error) = checkout_pass(&pool, &payments, grace_ms).await {
             tracing::warn!(%error, "checkout recovery pass failed; retrying at the next tick");
+        }
+        if let Err(error) = pass(&pool, &payments, grace_ms).await {
+            tracing::warn!(%error, "charge recovery pass failed; retrying at the next tick");
         }
     }
 }

@@ -1,7 +1,8 @@
 //! A crash between the gateway's signed result and the session's completion: the server is
 //! killed (an env-controlled abort, as in `exactly_once.rs`) after the result was accepted,
 //! and the session must still complete, exactly once — through the browser's retry of the
-//! same result, or, when nobody retries, through the recovery worker.
+//! same result, or, when nobody retries, through the recovery worker — also when the crash
+//! came between the gateway's approval of a subscription's first charge and its recording.
 
 use std::time::{Duration, Instant};
 
@@ -197,4 +198,90 @@ async fn a_crash_after_the_gateways_result_completes_the_session_exactly_once() 
     assert_eq!(event_count(&db, "CheckoutSessionCompleted").await, 2);
     assert_eq!(event_count(&db, "PaymentMethodCreated").await, 2);
     assert_eq!(event_count(&db, "ChargeSucceeded").await, 2);
+    drop(server);
+
+    // 3. Subscription mode for an existing customer, killed after the gateway approved the
+    //    first invoice's charge and before it was recorded; the retried return asks the
+    //    gateway, records the approval, and charges nothing again.
+    let server = serve(
+        &db,
+        &gateway,
+        &[("CALMONY_FAULT_CRASH_AFTER_APPROVAL", "true")],
+    );
+    let api = Api::new(&server, &key);
+    let customer = api
+        .ok("/v1/customers", &[("email", "regular@example.com")])
+        .await;
+    let session = api
+        .ok(
+            "/v1/checkout/sessions",
+            &[
+                ("mode", "subscription"),
+                ("success_url", SUCCESS_URL),
+                ("customer", customer["id"].as_str().unwrap()),
+                ("line_items[0][price]", price["id"].as_str().unwrap()),
+                ("line_items[0][quantity]", "1"),
+            ],
+        )
+        .await;
+    let id = session["id"].as_str().unwrap().to_string();
+    let (_, fields) = hosted_result(&client, &session, CARD, CVV).await;
+    let return_path = format!("/checkout/{id}/return");
+    let crashed = client
+        .post(format!("{}{return_path}", server.base_url))
+        .form(&fields)
+        .send()
+        .await;
+    assert!(crashed.is_err(), "the server must die mid-request");
+    drop(server);
+    assert_eq!(event_count(&db, "SubscriptionCreated").await, 2);
+    // One attempt each: the hosted sale, the first subscription's charge, this one.
+    assert_eq!(event_count(&db, "ChargeAttemptStarted").await, 3);
+    assert_eq!(event_count(&db, "ChargeSucceeded").await, 2, "not recorded");
+
+    let server = serve(&db, &gateway, &[("CALMONY_RECOVERY_AFTER_MS", "600000")]);
+    let api = Api::new(&server, &key);
+    let retried = post_return(
+        &client,
+        &format!("{}{return_path}", server.base_url),
+        &fields,
+    )
+    .await;
+    assert_eq!(retried.status(), StatusCode::SEE_OTHER);
+    let complete = api.fetch(&format!("/v1/checkout/sessions/{id}")).await;
+    assert_eq!(complete["status"], "complete", "{complete}");
+    assert_eq!(complete["payment_status"], "paid", "{complete}");
+    let subscription = api
+        .subscription(complete["subscription"].as_str().expect("a subscription"))
+        .await;
+    assert_eq!(subscription["status"], "active", "{subscription}");
+    assert_eq!(event_count(&db, "SubscriptionCreated").await, 2);
+    assert_eq!(
+        event_count(&db, "ChargeAttemptStarted").await,
+        3,
+        "no new attempt"
+    );
+    assert_eq!(event_count(&db, "ChargeSucceeded").await, 3);
+    // The gateway knows one approved sale for that attempt.
+    let unique: String = sqlx::query_scalar(
+        "SELECT payload->'ChargeAttemptStarted'->>'transaction_unique' FROM events \
+         WHERE event_type = 'ChargeAttemptStarted' ORDER BY position DESC LIMIT 1",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("the attempt");
+    let gateway_client = cardstream::Client::new(cardstream::Config {
+        direct_url: format!("{}/direct/", gateway.base_url),
+        hosted_url: format!("{}/hosted/", gateway.base_url),
+        merchant_id: "100001".into(),
+        secret: cardstream::MerchantSecret::new("Circle4Take40Idea"),
+        country_code: "826".into(),
+        timeouts: cardstream::Timeouts::default(),
+    })
+    .expect("a gateway client");
+    let answer = gateway_client
+        .query_by_transaction_unique(&unique)
+        .await
+        .expect("the gateway's answer");
+    assert_eq!(answer.amount_minor(), Some(900), "one approved sale");
 }
