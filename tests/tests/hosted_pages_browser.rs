@@ -378,3 +378,60 @@ async fn an_operator_signs_in_browses_customers_and_signs_out() {
         .starts_with(&format!("{base}/dashboard/login")));
     browser.finish("done").await;
 }
+
+/// The console check itself: a page whose inline script its CSP refuses shows up as a
+/// console error (so a clean console in the tests above means something).
+#[tokio::test]
+async fn the_console_check_sees_a_csp_violation() {
+    if skip_reason().is_some() {
+        return;
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    let app = axum::Router::new()
+        .route(
+            "/violation",
+            axum::routing::get(|| async {
+                (
+                    [(
+                        axum::http::header::CONTENT_SECURITY_POLICY,
+                        "default-src 'none'; script-src 'nonce-abc'",
+                    )],
+                    axum::response::Html(
+                        "<!DOCTYPE html><title>x</title><script>document.title='ran'</script>",
+                    ),
+                )
+            }),
+        )
+        .route(
+            "/favicon.ico",
+            axum::routing::get(|| async { axum::http::StatusCode::NO_CONTENT }),
+        );
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let driver = Driver::start();
+    let browser = driver
+        .browser("the_console_check_sees_a_csp_violation")
+        .await;
+    browser
+        .goto(&format!("{base}/violation"))
+        .await
+        .expect("open");
+    let errors = browser.console_errors().await;
+    assert!(
+        errors
+            .iter()
+            .any(|error| error.contains("Content Security Policy")),
+        "{errors:#?}"
+    );
+    assert_eq!(
+        browser.title().await.unwrap(),
+        "x",
+        "the script did not run"
+    );
+    browser.client.clone().close().await.expect("close");
+    server.abort();
+}
