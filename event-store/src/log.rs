@@ -333,6 +333,91 @@ pub async fn read_headers_after(
     Ok(events)
 }
 
+/// As [`read_after`], but without the hashes (returned empty): for consumers that read
+/// payloads and leave the chain to the verifier (a projection's rebuild).
+pub async fn read_unhashed_after(
+    connection: &mut PgConnection,
+    after: LogCursor,
+    limit: i64,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let events = sqlx::query_as(&format!(
+        "SELECT {UNHASHED_COLUMNS} \
+         FROM events \
+         WHERE (txid, position) > ($1::text::xid8, $2) \
+           AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
+         ORDER BY events.txid, events.position \
+         LIMIT $3"
+    ))
+    .bind(after.txid)
+    .bind(after.position)
+    .bind(limit.clamp(1, MAX_BATCH_EVENTS))
+    .fetch_all(connection)
+    .await?;
+    Ok(events)
+}
+
+/// The cursor of the `n`th readable event after `after`, if there are that many: where a
+/// batch of `n` would end, found from the log's index alone (no rows are read), so that
+/// several readers can fetch consecutive batches at once ([`read_range_unhashed`]).
+pub async fn cursor_after(
+    connection: &mut PgConnection,
+    after: LogCursor,
+    n: i64,
+) -> Result<Option<LogCursor>, StoreError> {
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT txid::text::bigint, position FROM events \
+         WHERE (txid, position) > ($1::text::xid8, $2) \
+           AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
+         ORDER BY events.txid, events.position \
+         OFFSET $3 LIMIT 1",
+    )
+    .bind(after.txid)
+    .bind(after.position)
+    .bind(n.max(1) - 1)
+    .fetch_optional(connection)
+    .await?;
+    Ok(row.map(|(txid, position)| LogCursor { txid, position }))
+}
+
+/// The readable events after `after` up to `until` (inclusive; every event up to a cursor
+/// [`cursor_after`] found stays readable), at most `limit` of them, without hashes, and
+/// without payloads unless `payloads`.
+pub async fn read_range_unhashed(
+    connection: &mut PgConnection,
+    after: LogCursor,
+    until: LogCursor,
+    limit: i64,
+    payloads: bool,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let columns = if payloads {
+        UNHASHED_COLUMNS
+    } else {
+        HEADER_COLUMNS
+    };
+    let events = sqlx::query_as(&format!(
+        "SELECT {columns} FROM events \
+         WHERE (txid, position) > ($1::text::xid8, $2) \
+           AND (txid, position) <= ($3::text::xid8, $4) \
+         ORDER BY events.txid, events.position \
+         LIMIT $5"
+    ))
+    .bind(after.txid)
+    .bind(after.position)
+    .bind(until.txid)
+    .bind(until.position)
+    // The range holds at most `limit` events; saying so also makes the planner walk the
+    // log's index rather than sort the table.
+    .bind(limit.clamp(1, MAX_BATCH_EVENTS))
+    .fetch_all(connection)
+    .await?;
+    Ok(events)
+}
+
+/// [`crate::record::RECORDED_EVENT_COLUMNS`] without hashes (returned empty).
+const UNHASHED_COLUMNS: &str = "position, txid::text::bigint AS txid, aggregate_type, \
+     aggregate_id, sequence, event_type, event_version, payload::text AS payload, \
+     metadata::text AS metadata, recorded_at, '\\x'::bytea AS prev_hash, '\\x'::bytea AS hash";
+
 /// [`crate::record::RECORDED_EVENT_COLUMNS`] without payloads and hashes (returned empty).
 const HEADER_COLUMNS: &str = "position, txid::text::bigint AS txid, aggregate_type, \
      aggregate_id, sequence, event_type, event_version, '' AS payload, \

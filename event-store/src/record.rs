@@ -59,7 +59,8 @@ impl RecordedEvent {
     }
 }
 
-/// The columns of [`RecordedEvent`], in its field order, for every query that builds one.
+/// The columns of [`RecordedEvent`], in its field order, for every query that builds one
+/// (its `FromRow` reads them by position, not by name: rebuilds decode millions of rows).
 pub(crate) const RECORDED_EVENT_COLUMNS: &str = "position, txid::text::bigint AS txid, \
      aggregate_type, aggregate_id, sequence, event_type, event_version, payload::text AS payload, \
      metadata::text AS metadata, recorded_at, prev_hash, hash";
@@ -68,18 +69,18 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for RecordedEvent {
     fn from_row(row: &'r sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
         use sqlx::Row;
         Ok(Self {
-            position: row.try_get("position")?,
-            txid: row.try_get("txid")?,
-            aggregate_type: row.try_get("aggregate_type")?,
-            aggregate_id: row.try_get("aggregate_id")?,
-            sequence: row.try_get("sequence")?,
-            event_type: row.try_get("event_type")?,
-            event_version: row.try_get("event_version")?,
-            payload: row.try_get("payload")?,
-            metadata: row.try_get("metadata")?,
-            recorded_at: row.try_get("recorded_at")?,
-            prev_hash: row.try_get("prev_hash")?,
-            hash: row.try_get("hash")?,
+            position: row.try_get(0)?,
+            txid: row.try_get(1)?,
+            aggregate_type: row.try_get(2)?,
+            aggregate_id: row.try_get(3)?,
+            sequence: row.try_get(4)?,
+            event_type: row.try_get(5)?,
+            event_version: row.try_get(6)?,
+            payload: row.try_get(7)?,
+            metadata: row.try_get(8)?,
+            recorded_at: row.try_get(9)?,
+            prev_hash: row.try_get(10)?,
+            hash: row.try_get(11)?,
         })
     }
 }

@@ -39,7 +39,8 @@
 //! a violation fails the batch with [`ProjectionError::Invariant`], so the projection stops
 //! rather than book wrong numbers.
 //!
-//! Tables: `lines` (the journal), `balances` (running totals per account, for the trial
+//! Tables: `lines` (the journal; each line names its event by position, `entry`, and the
+//! view `lines_with_source` adds the event's stream and type from the log), `balances` (running totals per account, for the trial
 //! balance and the batch check), and what later events need: `intents` (currency of a
 //! charged intent, the total and tax of the invoice it paid, what was refunded of it),
 //! `refunds` (amounts of refunds started, not finished), `invoices` (open or uncollectible
@@ -58,7 +59,8 @@ use event_store::{EventMetadata, Mode, RecordedEvent};
 use serde::de::DeserializeOwned;
 use sqlx::PgConnection;
 
-use crate::runtime::{Projection, ProjectionError};
+use crate::copy::BinaryCopy;
+use crate::runtime::{Projection, ProjectionError, Rebuilder};
 
 pub const NAME: &str = "journal";
 
@@ -373,9 +375,31 @@ pub struct Memory {
 /// The decoded events of a batch that the journal reads.
 pub enum Decoded {
     Intent(PaymentIntentEvent),
+    /// `InvoiceCreated`, of which the journal needs only the currency: the event carries
+    /// the whole invoice (lines, metadata), by far the largest the journal reads, so it is
+    /// read as [`InvoiceOpened`], the rest skipped unparsed.
+    InvoiceOpened(InvoiceOpened),
     Invoice(InvoiceEvent),
     Settlement(SettlementEvent),
     Credit(BankCreditEvent),
+}
+
+/// What the journal reads of an `InvoiceCreated` event.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct InvoiceOpened {
+    pub currency: domain::money::Currency,
+}
+
+/// `{"InvoiceCreated": {"invoice": {"currency": …, …}, …}}`, everything else skipped.
+#[derive(serde::Deserialize)]
+struct InvoiceCreatedShape {
+    #[serde(rename = "InvoiceCreated")]
+    created: InvoiceCreatedFields,
+}
+
+#[derive(serde::Deserialize)]
+struct InvoiceCreatedFields {
+    invoice: InvoiceOpened,
 }
 
 impl Decoded {
@@ -386,6 +410,10 @@ impl Decoded {
     ) -> Result<Decoded, ProjectionError> {
         Ok(match event.aggregate_type.as_str() {
             PaymentIntent::TYPE => Decoded::Intent(decode(event, upcasters)?),
+            Invoice::TYPE if event.event_type == "InvoiceCreated" => {
+                let shape: InvoiceCreatedShape = decode(event, upcasters)?;
+                Decoded::InvoiceOpened(shape.created.invoice)
+            }
             Invoice::TYPE => Decoded::Invoice(decode(event, upcasters)?),
             Settlement::TYPE => Decoded::Settlement(decode(event, upcasters)?),
             BankCredit::TYPE => Decoded::Credit(decode(event, upcasters)?),
@@ -479,6 +507,16 @@ pub fn movement(
             }
             _ => None,
         },
+        Decoded::InvoiceOpened(opened) => {
+            memory.invoices.insert(
+                id.clone(),
+                Some(InvoiceMemory {
+                    currency: opened.currency.as_str().to_string(),
+                    ..InvoiceMemory::default()
+                }),
+            );
+            None
+        }
         Decoded::Invoice(invoice_event) => {
             let known = |memory: &mut Memory| -> Result<InvoiceMemory, ProjectionError> {
                 memory
@@ -489,16 +527,6 @@ pub fn movement(
                     .ok_or_else(|| ProjectionError::bad_event(event, "the invoice is not open"))
             };
             match invoice_event {
-                InvoiceEvent::InvoiceCreated { invoice, .. } => {
-                    memory.invoices.insert(
-                        id.clone(),
-                        Some(InvoiceMemory {
-                            currency: invoice.currency.as_str().to_string(),
-                            ..InvoiceMemory::default()
-                        }),
-                    );
-                    None
-                }
                 InvoiceEvent::InvoiceDeleted { .. } => {
                     memory.invoices.insert(id.clone(), None);
                     None
@@ -646,21 +674,66 @@ struct BalanceKey {
     currency: String,
 }
 
-/// The lines one batch writes, column by column.
-#[derive(Default)]
-struct Lines {
-    entry: Vec<i64>,
-    line: Vec<i16>,
-    project: Vec<String>,
-    livemode: Vec<bool>,
-    account: Vec<&'static str>,
-    currency: Vec<String>,
-    debit: Vec<i64>,
-    credit: Vec<i64>,
-    source_stream: Vec<String>,
-    source_event: Vec<String>,
-    occurred_at: Vec<i64>,
-    recorded_at: Vec<chrono::DateTime<chrono::Utc>>,
+/// Debit and credit totals per account: a few dozen keys at most (projects × accounts ×
+/// currencies touched), so a list searched in place, most recent first, beats hashing a
+/// freshly allocated key for every line.
+#[derive(Debug, Default)]
+struct Balances(Vec<(BalanceKey, (i64, i64))>);
+
+impl Balances {
+    fn add(&mut self, project: &str, livemode: bool, posting: &Posting, currency: &str) {
+        let found = self.0.iter_mut().rev().find(|(key, _)| {
+            key.account == posting.account
+                && key.livemode == livemode
+                && key.currency == currency
+                && key.project == project
+        });
+        let totals = match found {
+            Some((_, totals)) => totals,
+            None => {
+                self.0.push((
+                    BalanceKey {
+                        project: project.to_string(),
+                        livemode,
+                        account: posting.account,
+                        currency: currency.to_string(),
+                    },
+                    (0, 0),
+                ));
+                let last = self.0.len() - 1;
+                &mut self.0[last].1
+            }
+        };
+        totals.0 += posting.debit_minor;
+        totals.1 += posting.credit_minor;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The project and mode of the last event's metadata: consecutive events mostly share
+/// theirs (one command's events, one project's batch), so it is parsed once per change.
+#[derive(Debug, Default)]
+struct LastMetadata {
+    text: String,
+    project: String,
+    livemode: bool,
+}
+
+impl LastMetadata {
+    fn of(&mut self, event: &RecordedEvent) -> Result<(&str, bool), ProjectionError> {
+        if self.text != event.metadata || self.text.is_empty() {
+            let metadata: EventMetadata = event
+                .metadata()
+                .map_err(|error| ProjectionError::bad_event(event, error))?;
+            self.text.clone_from(&event.metadata);
+            self.project = metadata.project;
+            self.livemode = metadata.mode == Some(Mode::Live);
+        }
+        Ok((&self.project, self.livemode))
+    }
 }
 
 /// The domain time of an event (its `at`/`created`), for reports by business date.
@@ -672,6 +745,7 @@ fn occurred_at(decoded: &Decoded) -> i64 {
             | PaymentIntentEvent::RefundSucceeded { at, .. } => *at,
             _ => 0,
         },
+        Decoded::InvoiceOpened(_) => 0,
         Decoded::Invoice(event) => match event {
             InvoiceEvent::InvoiceFinalized { at, .. }
             | InvoiceEvent::InvoicePaid { at, .. }
@@ -709,11 +783,15 @@ impl Projection for Journal {
             currency      text        NOT NULL,
             debit_minor   bigint      NOT NULL CHECK (debit_minor >= 0),
             credit_minor  bigint      NOT NULL CHECK (credit_minor >= 0),
-            source_stream text        NOT NULL, -- <type>/<id>
-            source_event  text        NOT NULL, -- event type
             occurred_at   bigint      NOT NULL, -- the event's own time (Unix seconds)
             recorded_at   timestamptz NOT NULL  -- when the log recorded it
         );
+        -- The lines with the event each came from (the log is one join away: a line names
+        -- its event by position rather than copying its stream and type).
+        CREATE VIEW lines_with_source AS
+            SELECT l.*, e.aggregate_type || '/' || e.aggregate_id AS source_stream,
+                   e.event_type AS source_event
+            FROM lines l JOIN public.events e ON e.position = l.entry;
         CREATE TABLE balances (
             project      text    NOT NULL,
             livemode     boolean NOT NULL,
@@ -751,8 +829,21 @@ impl Projection for Journal {
     }
 
     fn index_sql(&self) -> &'static str {
+        // Lines are appended in log order, so their times only grow (give or take the
+        // order concurrent transactions commit in): a BRIN index finds a trial balance's
+        // cut-off for a fraction of a B-tree's size and build time.
         "CREATE UNIQUE INDEX lines_by_entry ON lines (entry, line);
-         CREATE INDEX lines_by_time ON lines (project, livemode, recorded_at);"
+         CREATE INDEX lines_by_time ON lines USING brin (recorded_at);"
+    }
+
+    fn rebuilder(&self) -> Option<Box<dyn Rebuilder>> {
+        Some(Box::new(JournalRebuild {
+            upcasters: domain::upcasters::all(),
+            rules: self.rules,
+            memory: Memory::default(),
+            metadata: LastMetadata::default(),
+            balances: Balances::default(),
+        }))
     }
 
     async fn apply(
@@ -770,101 +861,255 @@ impl Projection for Journal {
         let mut memory = load_memory(&mut *connection, &decoded).await?;
         let before_invoices: HashSet<String> = memory.invoices.keys().cloned().collect();
         let mut touched = Touched::default();
-        let mut new_refunds = Vec::new();
-        let mut finished_refunds = Vec::new();
-        let mut lines = Lines::default();
-        let mut balances: HashMap<BalanceKey, (i64, i64)> = HashMap::new();
+        let mut lines = lines_copy(decoded.len());
+        let mut balances = Balances::default();
+        let mut metadata = LastMetadata::default();
         for (event, payload) in &decoded {
-            // What this event changes in memory, for the rows written below.
-            match payload {
-                Decoded::Intent(intent_event) => match intent_event {
-                    PaymentIntentEvent::ChargeSucceeded { .. }
-                    | PaymentIntentEvent::ChargeAuthorized { .. } => {
-                        touched.intents.insert(event.aggregate_id.clone());
-                    }
-                    PaymentIntentEvent::RefundStarted { refund_id, .. } => {
-                        new_refunds.push(refund_id.clone())
-                    }
-                    PaymentIntentEvent::RefundSucceeded { refund_id, .. } => {
-                        touched.intents.insert(event.aggregate_id.clone());
-                        finished_refunds.push(refund_id.clone())
-                    }
-                    PaymentIntentEvent::RefundFailed { refund_id, .. } => {
-                        finished_refunds.push(refund_id.clone())
-                    }
-                    _ => {}
-                },
-                Decoded::Invoice(InvoiceEvent::InvoicePaid {
-                    payment_intent: Some(intent),
-                    ..
-                }) => {
-                    touched.intents.insert(intent.clone());
-                }
-                Decoded::Settlement(_) => {
-                    touched.settlements.insert(event.aggregate_id.clone());
-                }
-                _ => {}
-            }
-            let Some((currency, movement)) = movement(event, payload, &mut memory)? else {
-                continue;
-            };
-            let postings = (self.rules)(&movement);
-            check_balanced(event, &currency, &postings)?;
-            if postings.is_empty() {
-                continue;
-            }
-            let metadata: EventMetadata = event
-                .metadata()
-                .map_err(|error| ProjectionError::bad_event(event, error))?;
-            let livemode = metadata.mode == Some(Mode::Live);
-            let at = occurred_at(payload);
-            let stream = event.stream_name();
-            for (index, posting) in postings.iter().enumerate() {
-                lines.entry.push(event.position);
-                lines
-                    .line
-                    .push(i16::try_from(index + 1).unwrap_or(i16::MAX));
-                lines.project.push(metadata.project.clone());
-                lines.livemode.push(livemode);
-                lines.account.push(posting.account);
-                lines.currency.push(currency.clone());
-                lines.debit.push(posting.debit_minor);
-                lines.credit.push(posting.credit_minor);
-                lines.source_stream.push(stream.clone());
-                lines.source_event.push(event.event_type.clone());
-                lines.occurred_at.push(at);
-                lines.recorded_at.push(event.recorded_at);
-                let totals = balances
-                    .entry(BalanceKey {
-                        project: metadata.project.clone(),
-                        livemode,
-                        account: posting.account,
-                        currency: currency.clone(),
-                    })
-                    .or_default();
-                totals.0 += posting.debit_minor;
-                totals.1 += posting.credit_minor;
-            }
+            touched.note(event, payload);
+            book(
+                self.rules,
+                event,
+                payload,
+                &mut memory,
+                &mut metadata,
+                &mut lines,
+                &mut balances,
+            )?;
         }
-        write_memory(
-            &mut *connection,
-            &memory,
-            &touched,
-            &new_refunds,
-            &finished_refunds,
-            &before_invoices,
-        )
-        .await?;
-        write_lines(&mut *connection, lines, balances).await?;
+        write_memory(&mut *connection, &memory, &touched, &before_invoices).await?;
+        lines.send(&mut *connection).await?;
+        write_balances(&mut *connection, balances).await?;
         check_books(&mut *connection, events).await
     }
 }
 
-/// The memory rows one batch changed (beyond refunds and invoices, tracked on their own).
+/// The journal's columns, in COPY order.
+const LINE_COLUMNS: [&str; 10] = [
+    "entry",
+    "line",
+    "project",
+    "livemode",
+    "account",
+    "currency",
+    "debit_minor",
+    "credit_minor",
+    "occurred_at",
+    "recorded_at",
+];
+
+/// Lines for a batch of `events` (most entries have two or three lines of ~120 bytes).
+fn lines_copy(events: usize) -> BinaryCopy {
+    BinaryCopy::with_capacity("lines", &LINE_COLUMNS, events.saturating_mul(3 * 120))
+}
+
+/// Books one decoded event: its movement (updating `memory`), checked to balance, as lines
+/// added to `lines` and totals added to `balances`.
+fn book(
+    rules: fn(&Movement) -> Vec<Posting>,
+    event: &RecordedEvent,
+    payload: &Decoded,
+    memory: &mut Memory,
+    metadata: &mut LastMetadata,
+    lines: &mut BinaryCopy,
+    balances: &mut Balances,
+) -> Result<(), ProjectionError> {
+    let Some((currency, movement)) = movement(event, payload, memory)? else {
+        return Ok(());
+    };
+    let postings = rules(&movement);
+    check_balanced(event, &currency, &postings)?;
+    if postings.is_empty() {
+        return Ok(());
+    }
+    let (project, livemode) = metadata.of(event)?;
+    let at = occurred_at(payload);
+    for (index, posting) in postings.iter().enumerate() {
+        lines
+            .row()
+            .bigint(event.position)
+            .smallint(i16::try_from(index + 1).unwrap_or(i16::MAX))
+            .text(project)
+            .boolean(livemode)
+            .text(posting.account)
+            .text(&currency)
+            .bigint(posting.debit_minor)
+            .bigint(posting.credit_minor)
+            .bigint(at)
+            .timestamptz(event.recorded_at);
+        balances.add(project, livemode, posting, &currency);
+    }
+    Ok(())
+}
+
+/// The journal's rebuild from zero: [`Memory`] and the balances stay in memory across
+/// batches (nothing is read back), lines go out as binary COPY, and the books are checked
+/// after every batch from the running balances, as `apply` checks them from its table.
+struct JournalRebuild {
+    upcasters: Vec<Box<dyn EventUpcaster>>,
+    rules: fn(&Movement) -> Vec<Posting>,
+    memory: Memory,
+    metadata: LastMetadata,
+    balances: Balances,
+}
+
+impl Rebuilder for JournalRebuild {
+    fn prepare(&mut self, events: &[RecordedEvent]) -> Result<Vec<BinaryCopy>, ProjectionError> {
+        let mut lines = lines_copy(events.len());
+        for event in events.iter().filter(|event| is_money_moving(event)) {
+            let payload = Decoded::of(event, &self.upcasters)?;
+            book(
+                self.rules,
+                event,
+                &payload,
+                &mut self.memory,
+                &mut self.metadata,
+                &mut lines,
+                &mut self.balances,
+            )?;
+        }
+        let mut books: HashMap<(&str, bool, &str), (i64, i64)> = HashMap::new();
+        for (key, (debit, credit)) in &self.balances.0 {
+            let totals = books
+                .entry((key.project.as_str(), key.livemode, key.currency.as_str()))
+                .or_default();
+            totals.0 += debit;
+            totals.1 += credit;
+        }
+        if let Some(((project, livemode, currency), (debits, credits))) = books
+            .into_iter()
+            .find(|(_, (debit, credit))| debit != credit)
+        {
+            return Err(unbalanced_books(
+                events, project, livemode, currency, debits, credits,
+            ));
+        }
+        Ok(vec![lines])
+    }
+
+    fn finish(self: Box<Self>) -> Result<Vec<BinaryCopy>, ProjectionError> {
+        let mut balances = BinaryCopy::new(
+            "balances",
+            &[
+                "project",
+                "livemode",
+                "account",
+                "currency",
+                "debit_minor",
+                "credit_minor",
+            ],
+        );
+        for (key, (debit, credit)) in &self.balances.0 {
+            balances
+                .row()
+                .text(&key.project)
+                .boolean(key.livemode)
+                .text(key.account)
+                .text(&key.currency)
+                .bigint(*debit)
+                .bigint(*credit);
+        }
+        let mut intents = BinaryCopy::new(
+            "intents",
+            &[
+                "id",
+                "currency",
+                "invoice_total_minor",
+                "invoice_tax_minor",
+                "refunded_minor",
+            ],
+        );
+        for (id, intent) in &self.memory.intents {
+            intents
+                .row()
+                .text(id)
+                .text(&intent.currency)
+                .bigint(intent.invoice_total_minor)
+                .bigint(intent.invoice_tax_minor)
+                .bigint(intent.refunded_minor);
+        }
+        let mut refunds = BinaryCopy::new("refunds", &["id", "amount_minor"]);
+        for (id, amount) in &self.memory.refunds {
+            refunds.row().text(id).bigint(*amount);
+        }
+        let mut invoices = BinaryCopy::new(
+            "invoices",
+            &[
+                "id",
+                "currency",
+                "total_minor",
+                "tax_minor",
+                "paid_minor",
+                "written_off_minor",
+                "finalized",
+            ],
+        );
+        for (id, invoice) in &self.memory.invoices {
+            if let Some(invoice) = invoice {
+                invoices
+                    .row()
+                    .text(id)
+                    .text(&invoice.currency)
+                    .bigint(invoice.total_minor)
+                    .bigint(invoice.tax_minor)
+                    .bigint(invoice.paid_minor)
+                    .bigint(invoice.written_off_minor)
+                    .boolean(invoice.finalized);
+            }
+        }
+        let mut settlements = BinaryCopy::new("settlements", &["id", "currency", "fees_minor"]);
+        for (id, settlement) in &self.memory.settlements {
+            settlements
+                .row()
+                .text(id)
+                .text(&settlement.currency)
+                .bigint(settlement.fees_minor);
+        }
+        Ok(vec![balances, intents, refunds, invoices, settlements])
+    }
+}
+
+/// The memory rows one batch changed (invoices are compared with what was loaded instead).
 #[derive(Default)]
 struct Touched {
     intents: HashSet<String>,
     settlements: HashSet<String>,
+    new_refunds: Vec<String>,
+    finished_refunds: Vec<String>,
+}
+
+impl Touched {
+    /// What this event changes in memory, for the rows written after the batch.
+    fn note(&mut self, event: &RecordedEvent, payload: &Decoded) {
+        match payload {
+            Decoded::Intent(intent_event) => match intent_event {
+                PaymentIntentEvent::ChargeSucceeded { .. }
+                | PaymentIntentEvent::ChargeAuthorized { .. } => {
+                    self.intents.insert(event.aggregate_id.clone());
+                }
+                PaymentIntentEvent::RefundStarted { refund_id, .. } => {
+                    self.new_refunds.push(refund_id.clone())
+                }
+                PaymentIntentEvent::RefundSucceeded { refund_id, .. } => {
+                    self.intents.insert(event.aggregate_id.clone());
+                    self.finished_refunds.push(refund_id.clone())
+                }
+                PaymentIntentEvent::RefundFailed { refund_id, .. } => {
+                    self.finished_refunds.push(refund_id.clone())
+                }
+                _ => {}
+            },
+            Decoded::Invoice(InvoiceEvent::InvoicePaid {
+                payment_intent: Some(intent),
+                ..
+            }) => {
+                self.intents.insert(intent.clone());
+            }
+            Decoded::Settlement(_) => {
+                self.settlements.insert(event.aggregate_id.clone());
+            }
+            _ => {}
+        }
+    }
 }
 
 /// What earlier batches remembered about the intents, refunds, invoices and settlements of
@@ -889,7 +1134,7 @@ async fn load_memory(
                 intent_ids.push(event.aggregate_id.as_str());
                 refund_ids.push(refund_id.as_str());
             }
-            Decoded::Invoice(InvoiceEvent::InvoiceCreated { .. }) | Decoded::Intent(_) => {}
+            Decoded::InvoiceOpened(_) | Decoded::Intent(_) => {}
             Decoded::Invoice(invoice_event) => {
                 invoice_ids.push(event.aggregate_id.as_str());
                 if let InvoiceEvent::InvoicePaid {
@@ -981,10 +1226,9 @@ async fn write_memory(
     connection: &mut PgConnection,
     memory: &Memory,
     touched: &Touched,
-    new_refunds: &[String],
-    finished_refunds: &[String],
     before_invoices: &HashSet<String>,
 ) -> Result<(), ProjectionError> {
+    let (new_refunds, finished_refunds) = (&touched.new_refunds, &touched.finished_refunds);
     let intents: Vec<(&String, &IntentMemory)> = touched
         .intents
         .iter()
@@ -1126,50 +1370,20 @@ struct KeptInvoices<'a> {
     finalized: Vec<bool>,
 }
 
-async fn write_lines(
+async fn write_balances(
     connection: &mut PgConnection,
-    lines: Lines,
-    balances: HashMap<BalanceKey, (i64, i64)>,
+    balances: Balances,
 ) -> Result<(), ProjectionError> {
-    if lines.entry.is_empty() {
+    if balances.is_empty() {
         return Ok(());
     }
-    // COPY, not an INSERT: a rebuild writes well over a million lines.
-    let mut text = String::with_capacity(lines.entry.len() * 160);
-    for index in 0..lines.entry.len() {
-        use std::fmt::Write;
-        let _ = writeln!(
-            text,
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
-            lines.entry[index],
-            lines.line[index],
-            copy_text(&lines.project[index]),
-            if lines.livemode[index] { 't' } else { 'f' },
-            copy_text(lines.account[index]),
-            copy_text(&lines.currency[index]),
-            lines.debit[index],
-            lines.credit[index],
-            copy_text(&lines.source_stream[index]),
-            copy_text(&lines.source_event[index]),
-            lines.occurred_at[index],
-            lines.recorded_at[index].to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        );
-    }
-    let mut copy = connection
-        .copy_in_raw(
-            "COPY lines (entry, line, project, livemode, account, currency, debit_minor, \
-                 credit_minor, source_stream, source_event, occurred_at, recorded_at) FROM STDIN",
-        )
-        .await?;
-    copy.send(text.into_bytes()).await?;
-    copy.finish().await?;
     let mut projects = Vec::new();
     let mut livemodes = Vec::new();
     let mut accounts = Vec::new();
     let mut currencies = Vec::new();
     let mut debits = Vec::new();
     let mut credits = Vec::new();
-    for (key, (debit, credit)) in balances {
+    for (key, (debit, credit)) in balances.0 {
         projects.push(key.project);
         livemodes.push(key.livemode);
         accounts.push(key.account);
@@ -1197,19 +1411,6 @@ async fn write_lines(
     Ok(())
 }
 
-/// A value in COPY's text format (backslash, tab and newlines escaped).
-fn copy_text(value: &str) -> std::borrow::Cow<'_, str> {
-    if value.contains(['\\', '\t', '\n', '\r']) {
-        return value
-            .replace('\\', "\\\\")
-            .replace('\t', "\\t")
-            .replace('\n', "\\n")
-            .replace('\r', "\\r")
-            .into();
-    }
-    value.into()
-}
-
 /// After the batch: the books of every project, mode and currency balance.
 async fn check_books(
     connection: &mut PgConnection,
@@ -1223,19 +1424,32 @@ async fn check_books(
     .fetch_optional(connection)
     .await?;
     if let Some((project, livemode, currency, debits, credits)) = unbalanced {
-        let (first, last) = (events.first(), events.last());
-        return Err(ProjectionError::Invariant {
-            projection: NAME,
-            reason: format!(
-                "after the batch of positions {}..={}, {project} ({}) {currency}: debits \
-                 {debits} ≠ credits {credits}",
-                first.map_or(0, |event| event.position),
-                last.map_or(0, |event| event.position),
-                if livemode { "live" } else { "test" },
-            ),
-        });
+        return Err(unbalanced_books(
+            events, &project, livemode, &currency, debits, credits,
+        ));
     }
     Ok(())
+}
+
+fn unbalanced_books(
+    events: &[RecordedEvent],
+    project: &str,
+    livemode: bool,
+    currency: &str,
+    debits: i64,
+    credits: i64,
+) -> ProjectionError {
+    let (first, last) = (events.first(), events.last());
+    ProjectionError::Invariant {
+        projection: NAME,
+        reason: format!(
+            "after the batch of positions {}..={}, {project} ({}) {currency}: debits \
+             {debits} ≠ credits {credits}",
+            first.map_or(0, |event| event.position),
+            last.map_or(0, |event| event.position),
+            if livemode { "live" } else { "test" },
+        ),
+    }
 }
 
 /// One row of a trial balance.
@@ -1489,17 +1703,18 @@ mod tests {
         assert!(check_balanced(&event, "gbp", &negative).is_err());
     }
 
-    fn invoice_created(currency: Currency) -> Decoded {
-        Decoded::Invoice(InvoiceEvent::InvoiceCreated {
+    #[test]
+    fn an_invoice_created_event_is_read_for_its_currency_alone() {
+        let event = InvoiceEvent::InvoiceCreated {
             invoice: Box::new(NewInvoice {
                 invoice_id: "in_1".to_string(),
                 customer: "cus_1".to_string(),
-                currency,
+                currency: Currency::EUR,
                 billing_reason: BillingReason::SubscriptionCycle,
-                subscription: None,
+                subscription: Some("sub_1".to_string()),
                 lines: Vec::new(),
                 auto_advance: true,
-                description: None,
+                description: Some("with \"quotes\" and \\ escapes".to_string()),
                 footer: None,
                 metadata: Default::default(),
                 default_payment_method: None,
@@ -1508,7 +1723,23 @@ mod tests {
                 test_clock: None,
             }),
             created: 0,
-        })
+        };
+        let mut recorded = recorded("invoice", "in_1", 1, "InvoiceCreated");
+        recorded.payload = serde_json::to_string(&event).unwrap();
+        let decoded = Decoded::of(&recorded, &domain::upcasters::all()).unwrap();
+        assert!(
+            matches!(
+                decoded,
+                Decoded::InvoiceOpened(InvoiceOpened {
+                    currency: Currency::EUR
+                })
+            ),
+            "the whole event read as its currency"
+        );
+    }
+
+    fn invoice_created(currency: Currency) -> Decoded {
+        Decoded::InvoiceOpened(InvoiceOpened { currency })
     }
 
     #[test]

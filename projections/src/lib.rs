@@ -12,6 +12,7 @@
 pub mod api_keys;
 pub mod api_objects;
 pub mod billing_schedule;
+pub mod copy;
 pub mod dashboard;
 pub mod journal;
 pub mod operators;

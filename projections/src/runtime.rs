@@ -30,13 +30,17 @@
 //! Both keep a database check as the fallback for batches applied by another process.
 
 use std::collections::HashMap;
+
+use futures::TryStreamExt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use event_store::log::{read_after, read_batch_after, LogBatch, NOTIFY_CHANNEL};
+use event_store::log::{read_batch_after, read_unhashed_after, LogBatch, NOTIFY_CHANNEL};
 use event_store::{LogCursor, RecordedEvent, StoreError};
 use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
+
+use crate::copy::BinaryCopy;
 
 /// Bound on the events of one live batch.
 pub const DEFAULT_BATCH_EVENTS: i64 = 1_000;
@@ -112,6 +116,11 @@ pub trait Projection: Send + Sync {
         None
     }
 
+    /// A fast path for rebuilds from zero, if the projection has one ([`Rebuilder`]).
+    fn rebuilder(&self) -> Option<Box<dyn Rebuilder>> {
+        None
+    }
+
     /// Applies one batch, in log order, inside the batch transaction (`search_path` is the
     /// projection's schema, then `public`).
     async fn apply(
@@ -119,6 +128,20 @@ pub trait Projection: Send + Sync {
         connection: &mut PgConnection,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError>;
+}
+
+/// A projection's fast path for a rebuild from zero. Nothing else writes the schema being
+/// built, so what later events need (which `apply` reads back from its tables, batch by
+/// batch) can stay in memory for the whole rebuild; and turning events into rows (CPU) is
+/// split from writing them (the database), so the runtime overlaps the two: while batch
+/// `n` is written, batch `n + 1` is prepared and batch `n + 2` read.
+pub trait Rebuilder: Send {
+    /// The rows one batch adds, in log order. Called for every batch, in order; no I/O.
+    fn prepare(&mut self, events: &[RecordedEvent]) -> Result<Vec<BinaryCopy>, ProjectionError>;
+
+    /// After the last batch: the rest of the tables (what was kept in memory), so that live
+    /// batches (`apply`) go on from them.
+    fn finish(self: Box<Self>) -> Result<Vec<BinaryCopy>, ProjectionError>;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -611,63 +634,130 @@ impl ProjectionRuntime {
         let (batches, mut incoming) = tokio::sync::mpsc::channel::<Vec<RecordedEvent>>(1);
         let reader = {
             let pool = self.pool.clone();
-            let headers_only = !projection.needs_payload();
+            let payloads = projection.needs_payload();
             tokio::spawn(async move {
+                let mut batches_read = std::pin::pin!(read_ahead(pool, payloads));
                 let mut cursor = LogCursor::START;
-                loop {
-                    let mut connection = pool.acquire().await?;
-                    let events = if headers_only {
-                        event_store::log::read_headers_after(
-                            &mut connection,
-                            cursor,
-                            REBUILD_BATCH_EVENTS,
-                        )
-                        .await?
-                    } else {
-                        read_after(&mut connection, cursor, REBUILD_BATCH_EVENTS).await?
-                    };
-                    drop(connection);
-                    let Some(last) = events.last() else {
-                        return Ok::<LogCursor, ProjectionError>(cursor);
-                    };
+                while let Some(events) = batches_read.try_next().await? {
+                    let Some(last) = events.last() else { continue };
                     cursor = last.cursor();
                     if batches.send(events).await.is_err() {
-                        return Ok(cursor);
+                        break;
                     }
                 }
+                Ok::<LogCursor, ProjectionError>(cursor)
             })
         };
-        while let Some(events) = incoming.recv().await {
-            let Some(last) = events.last() else { continue };
-            let last_cursor = last.cursor();
-            let mut transaction = self.pool.begin().await?;
-            // A crash loses the rebuild, never data: it restarts from zero into a fresh
-            // schema, so these commits need not wait for the disk.
-            sqlx::query("SET LOCAL synchronous_commit TO off")
-                .execute(&mut *transaction)
-                .await?;
-            set_search_path(&mut transaction, &target).await?;
-            projection.apply(&mut transaction, &events).await?;
-            transaction.commit().await?;
-            cursor = last_cursor;
-            applied += events.len() as u64;
-            on_progress(applied, total.max(applied));
+        if let Some(mut rebuilder) = projection.rebuilder() {
+            // Prepared here, written by writer tasks, each batch in its own transaction (the
+            // batches' rows are independent: the order they land in does not matter).
+            let (to_writer, writes) = tokio::sync::mpsc::channel::<Vec<BinaryCopy>>(2);
+            let writes = Arc::new(tokio::sync::Mutex::new(writes));
+            let writer = {
+                let mut writers = tokio::task::JoinSet::new();
+                for _ in 0..REBUILD_WRITERS {
+                    let pool = self.pool.clone();
+                    let target = target.clone();
+                    let writes = writes.clone();
+                    writers.spawn(async move {
+                        loop {
+                            let next = writes.lock().await.recv().await;
+                            let Some(copies) = next else { break };
+                            write_rebuild_batch(&pool, &target, copies).await?;
+                        }
+                        Ok::<(), ProjectionError>(())
+                    });
+                }
+                tokio::spawn(async move {
+                    while let Some(written) = writers.join_next().await {
+                        written.map_err(|error| ProjectionError::Invariant {
+                            projection: "rebuild",
+                            reason: format!("a rebuild writer task failed: {error}"),
+                        })??;
+                    }
+                    Ok::<(), ProjectionError>(())
+                })
+            };
+            let mut prepared = Ok(());
+            while let Some(events) = incoming.recv().await {
+                let Some(last) = events.last() else { continue };
+                let last_cursor = last.cursor();
+                let copies = match rebuilder.prepare(&events) {
+                    Ok(copies) => copies,
+                    Err(error) => {
+                        prepared = Err(error);
+                        break;
+                    }
+                };
+                if to_writer.send(copies).await.is_err() {
+                    break; // the writer failed: its error is reported below
+                }
+                cursor = last_cursor;
+                applied += events.len() as u64;
+                on_progress(applied, total.max(applied));
+            }
+            if prepared.is_ok() {
+                match rebuilder.finish() {
+                    Ok(copies) => {
+                        let _ = to_writer.send(copies).await;
+                    }
+                    Err(error) => prepared = Err(error),
+                }
+            }
+            drop(to_writer);
+            drop(incoming);
+            let written = writer.await.map_err(|error| ProjectionError::Invariant {
+                projection: "rebuild",
+                reason: format!("the rebuild's writer task failed: {error}"),
+            })?;
+            prepared?;
+            written?;
+        } else {
+            while let Some(events) = incoming.recv().await {
+                let Some(last) = events.last() else { continue };
+                let last_cursor = last.cursor();
+                let mut transaction = self.pool.begin().await?;
+                // A crash loses the rebuild, never data: it restarts from zero into a fresh
+                // schema, so these commits need not wait for the disk.
+                sqlx::query("SET LOCAL synchronous_commit TO off")
+                    .execute(&mut *transaction)
+                    .await?;
+                set_search_path(&mut transaction, &target).await?;
+                projection.apply(&mut transaction, &events).await?;
+                transaction.commit().await?;
+                cursor = last_cursor;
+                applied += events.len() as u64;
+                on_progress(applied, total.max(applied));
+            }
         }
         let read_to = reader.await.map_err(|error| ProjectionError::Invariant {
             projection: "rebuild",
             reason: format!("the rebuild's reader task failed: {error}"),
         })??;
         debug_assert_eq!(read_to, cursor, "the rebuild applied exactly what it read");
-        // Secondary indexes are built once over the loaded tables, not row by row.
-        {
-            let mut transaction = self.pool.begin().await?;
-            set_search_path(&mut transaction, &target).await?;
-            sqlx::raw_sql(projection.index_sql())
-                .execute(&mut *transaction)
-                .await?;
-            transaction.commit().await?;
-        }
-
+        // Secondary indexes are built once over the loaded tables, not row by row: each on
+        // its own connection, all at once, with room to sort in memory.
+        futures::future::try_join_all(
+            projection
+                .index_sql()
+                .split(';')
+                .map(str::trim)
+                .filter(|statement| !statement.is_empty())
+                .map(|statement| {
+                    let target = &target;
+                    async move {
+                        let mut transaction = self.pool.begin().await?;
+                        sqlx::query("SET LOCAL maintenance_work_mem TO '256MB'")
+                            .execute(&mut *transaction)
+                            .await?;
+                        set_search_path(&mut transaction, target).await?;
+                        sqlx::raw_sql(statement).execute(&mut *transaction).await?;
+                        transaction.commit().await?;
+                        Ok::<(), ProjectionError>(())
+                    }
+                }),
+        )
+        .await?;
         // Swap: hold the live projection's lock, catch up the last events, rename.
         let mut transaction = self.pool.begin().await?;
         sqlx::query(LOCK_SQL)
@@ -816,6 +906,94 @@ impl ProjectionRuntime {
             updated_at,
         })
     }
+}
+
+/// Batches of a rebuild read ahead.
+const REBUILD_READS_IN_FLIGHT: usize = 3;
+/// Connections writing a rebuild's batches at once.
+const REBUILD_WRITERS: usize = 2;
+
+/// The log from the start, in batches of [`REBUILD_BATCH_EVENTS`], in order, with up to
+/// [`REBUILD_READS_IN_FLIGHT`] batches being read at once: where each batch ends is found
+/// first from the log's index ([`event_store::log::cursor_after`]), so consecutive batches
+/// can be fetched by several connections together. The last batch is whatever follows the
+/// last full one.
+fn read_ahead(
+    pool: PgPool,
+    payloads: bool,
+) -> impl futures::Stream<Item = Result<Vec<RecordedEvent>, ProjectionError>> {
+    use futures::{StreamExt, TryStreamExt};
+    let ranges = {
+        let pool = pool.clone();
+        futures::stream::try_unfold(Some(LogCursor::START), move |from| {
+            let pool = pool.clone();
+            async move {
+                let Some(from) = from else {
+                    return Ok::<_, ProjectionError>(None);
+                };
+                let mut connection = pool.acquire().await?;
+                let until =
+                    event_store::log::cursor_after(&mut connection, from, REBUILD_BATCH_EVENTS)
+                        .await?;
+                Ok(Some(((from, until), until)))
+            }
+        })
+    };
+    ranges
+        .map_ok(move |(from, until)| {
+            let pool = pool.clone();
+            async move {
+                let mut connection = pool.acquire().await?;
+                let events = match (until, payloads) {
+                    (Some(until), _) => {
+                        event_store::log::read_range_unhashed(
+                            &mut connection,
+                            from,
+                            until,
+                            REBUILD_BATCH_EVENTS,
+                            payloads,
+                        )
+                        .await?
+                    }
+                    (None, true) => {
+                        read_unhashed_after(&mut connection, from, REBUILD_BATCH_EVENTS).await?
+                    }
+                    (None, false) => {
+                        event_store::log::read_headers_after(
+                            &mut connection,
+                            from,
+                            REBUILD_BATCH_EVENTS,
+                        )
+                        .await?
+                    }
+                };
+                Ok::<_, ProjectionError>(events)
+            }
+        })
+        .try_buffered(REBUILD_READS_IN_FLIGHT)
+        .boxed()
+}
+
+/// One batch of a rebuild's fast path, in its own transaction (not waiting for the disk: a
+/// crash loses the rebuild, which starts again from zero, never data).
+async fn write_rebuild_batch(
+    pool: &PgPool,
+    schema: &str,
+    copies: Vec<BinaryCopy>,
+) -> Result<(), ProjectionError> {
+    if copies.iter().all(BinaryCopy::is_empty) {
+        return Ok(());
+    }
+    let mut transaction = pool.begin().await?;
+    sqlx::query("SET LOCAL synchronous_commit TO off")
+        .execute(&mut *transaction)
+        .await?;
+    set_search_path(&mut transaction, schema).await?;
+    for copy in copies {
+        copy.send(&mut transaction).await?;
+    }
+    transaction.commit().await?;
+    Ok(())
 }
 
 async fn create_schema(

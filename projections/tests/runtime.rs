@@ -361,10 +361,7 @@ async fn a_projection_whose_code_changed_is_rebuilt_before_it_follows() {
     );
     assert_eq!(runtime.status(&new).await.unwrap().lag_events, 0);
     assert_eq!(
-        runtime
-            .ensure_current(&new, |_, _| {})
-            .await
-            .unwrap(),
+        runtime.ensure_current(&new, |_, _| {}).await.unwrap(),
         Freshness::Current
     );
 

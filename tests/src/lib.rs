@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod browser;
+pub mod griffin;
 pub mod hosted_checkout;
 
 use std::io::{BufRead, BufReader};

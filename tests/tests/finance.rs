@@ -283,6 +283,19 @@ async fn refunds_give_back_their_share_of_vat_in_the_journal_and_the_report() {
         2_400 - 1_600,
         "{trial}"
     );
+    // Each line names its event; the view shows which: three refunds of three lines each.
+    let refund_lines: Vec<(String, String)> = sqlx::query_as(
+        "SELECT source_stream, account FROM journal.lines_with_source \
+         WHERE project = $1 AND source_event = 'RefundSucceeded' ORDER BY entry, line",
+    )
+    .bind(&project)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(refund_lines.len(), 9, "{refund_lines:?}");
+    assert!(refund_lines
+        .iter()
+        .all(|(stream, _)| stream.starts_with("payment_intent/pi_")));
 
     let output = run(
         &db.url,

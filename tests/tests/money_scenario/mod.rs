@@ -257,6 +257,20 @@ async fn one_off_payments(api: &Api) -> i64 {
 pub async fn run_scenario(write_offs: bool) -> Scenario {
     let db = TestDatabase::new().await;
     let (project, key) = create_project(&db.url);
+    // The acquirer keeps a fee of each capture (settlements come net of it; revenue does not
+    // change).
+    let configured = run(
+        &db.url,
+        &[
+            "projects",
+            "configure",
+            "--project",
+            &project,
+            "--acquirer-fee",
+            "1.4%+20",
+        ],
+    );
+    assert!(configured.status.success(), "{}", stderr_of(&configured));
     let (server, gateway) =
         Server::start_with_gateway(&db.url, &[("CALMONY_RATE_LIMIT_TEST", "10000")]);
     let api = Api::new(&server, &key);
