@@ -192,6 +192,7 @@ pub async fn run(database: &Database, command: LedgerCommand) -> anyhow::Result<
             runtime
                 .ensure_current(&projections::stream_index::StreamIndex, |_, _| {})
                 .await?;
+            wait_for_committed_events(&pool).await?;
             runtime
                 .catch_up(
                     &projections::stream_index::StreamIndex,
@@ -251,6 +252,24 @@ fn parse_as_of(text: &str) -> anyhow::Result<AsOf> {
     Ok(AsOf::Time(time.with_timezone(&chrono::Utc)))
 }
 
+/// Waits (up to 10 s) until every event committed so far can be read: the log is read below
+/// the server-wide horizon, so a transaction still open anywhere (another database's
+/// included) would hide events committed after it began. Commands that answer from the log
+/// or bring a read model up to date call this first, so their answer includes every write
+/// that finished before they started.
+pub(crate) async fn wait_for_committed_events(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    let reader = event_store::LogReader::new(pool.clone());
+    if !reader
+        .wait_until_final(std::time::Duration::from_secs(10))
+        .await?
+    {
+        tracing::warn!(
+            "a long transaction holds back the log's horizon: the latest events may be missing"
+        );
+    }
+    Ok(())
+}
+
 /// Prints the trial balance; brings the journal up to the log's end first.
 async fn trial_balance(
     pool: &sqlx::PgPool,
@@ -262,6 +281,7 @@ async fn trial_balance(
     let runtime = projections::ProjectionRuntime::new(pool.clone());
     let projection = Journal::default();
     runtime.ensure_current(&projection, |_, _| {}).await?;
+    wait_for_committed_events(pool).await?;
     runtime
         .catch_up(&projection, projections::runtime::DEFAULT_BATCH_EVENTS)
         .await?;

@@ -84,6 +84,7 @@ pub async fn run(database: &Database, command: ReportsCommand) -> anyhow::Result
         )?
         .progress_chars("=> "),
     );
+    crate::ledger_cli::wait_for_committed_events(&database.pool).await?;
     let report = revenue_report(&database.pool, query, |read, total| {
         bar.set_length(total);
         bar.set_position(read);

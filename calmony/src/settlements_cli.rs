@@ -137,6 +137,7 @@ pub async fn run(database: &Database, command: SettlementsCommand) -> anyhow::Re
             let Some(client) = griffin.client()? else {
                 anyhow::bail!("set CALMONY_GRIFFIN_URL and CALMONY_GRIFFIN_API_KEY (or --griffin-url and --griffin-api-key)");
             };
+            crate::ledger_cli::wait_for_committed_events(&pool).await?;
             let report = reconciler(pool.clone(), client, &griffin)
                 .run_once(project.as_deref())
                 .await?;
@@ -144,6 +145,7 @@ pub async fn run(database: &Database, command: SettlementsCommand) -> anyhow::Re
             (project, format)
         }
         SettlementsCommand::List { project, format } => {
+            crate::ledger_cli::wait_for_committed_events(&pool).await?;
             runtime
                 .catch_up(&projection, projections::runtime::DEFAULT_BATCH_EVENTS)
                 .await?;

@@ -48,6 +48,17 @@ pub async fn griffin() -> (Server, String) {
 /// Books an incoming payment of `pence` with `reference` through the simulator's control;
 /// answers its Griffin transaction id.
 pub async fn book_credit(simulator: &Server, account: &str, pence: i64, reference: &str) -> String {
+    book_credit_from(simulator, account, pence, reference, "Acquirer Ltd").await
+}
+
+/// As [`book_credit`], from a payer named `counterparty`.
+pub async fn book_credit_from(
+    simulator: &Server,
+    account: &str,
+    pence: i64,
+    reference: &str,
+    counterparty: &str,
+) -> String {
     let id = account.rsplit('/').next().unwrap();
     let answer: Value = reqwest::Client::new()
         .post(format!(
@@ -57,7 +68,7 @@ pub async fn book_credit(simulator: &Server, account: &str, pence: i64, referenc
         .json(&json!({
             "amount": {"currency": "GBP", "value": format!("{}.{:02}", pence / 100, pence % 100)},
             "reference": reference,
-            "counterparty-name": "Acquirer Ltd",
+            "counterparty-name": counterparty,
         }))
         .send()
         .await

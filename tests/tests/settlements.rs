@@ -621,6 +621,18 @@ async fn fees_come_off_the_expectation_and_the_journal_books_fees_and_bank_credi
         !html.contains(&stray),
         "another project's (no one's) credit shown"
     );
+    // The stray credit is on the deployment's unexpected credits page.
+    let (status, credits) = dashboard_page(&server, "/dashboard/bank-credits").await;
+    assert_eq!(status, 200, "{credits}");
+    assert!(
+        credits.contains(&stray) && credits.contains("NOT OURS"),
+        "{credits}"
+    );
+    assert!(credits.contains("£9.99"), "{credits}");
+    assert!(
+        !credits.contains(&credit),
+        "a matched credit is not unexpected"
+    );
     // The other mode has none.
     let (_, live) = dashboard_page(
         &server,

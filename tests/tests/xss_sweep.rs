@@ -575,6 +575,22 @@ async fn no_page_renders_a_planted_script() {
     let search = planted.value("dashboard.search");
     let search_query: String = url::form_urlencoded::byte_serialize(search.as_bytes()).collect();
     // Every GET page: (route pattern, path, expected status).
+    // A credit at Griffin that matches nothing, its reference and payer name (both the
+    // payer's to choose) holding payloads, recorded by a reconciliation pass.
+    let (griffin, account) = calmony_tests::griffin::griffin().await;
+    let (reference, payer) = (PAYLOADS[0].to_string(), PAYLOADS[1].to_string());
+    planted.0.extend([reference.clone(), payer.clone()]);
+    calmony_tests::griffin::book_credit_from(&griffin, &account, 1_234, &reference, &payer).await;
+    let mut reconcile = calmony_tests::calmony(&db.url);
+    reconcile.args(["settlements", "reconcile"]);
+    for (name, value) in calmony_tests::griffin::griffin_env(&griffin) {
+        reconcile.env(name, value);
+    }
+    let reconciled = reconcile
+        .output()
+        .expect("run calmony settlements reconcile");
+    assert!(reconciled.status.success(), "{}", stderr_of(&reconciled));
+
     let pages: Vec<(&str, String, u16)> = vec![
         ("/docs", "/docs".into(), 200),
         (
@@ -624,6 +640,11 @@ async fn no_page_renders_a_planted_script() {
         ),
         ("/portal/{token}", portal_path.clone(), 200),
         ("/dashboard", "/dashboard".into(), 200),
+        (
+            "/dashboard/bank-credits",
+            "/dashboard/bank-credits".into(),
+            200,
+        ),
         (
             "/dashboard/projects/{project}/{mode}",
             project_base.clone(),
@@ -683,6 +704,13 @@ async fn no_page_renders_a_planted_script() {
     assert!(
         customer_page.body.contains(&escaped(&customer_name)),
         "the customer page shows the (escaped) name"
+    );
+    let credits_page = http.get(&format!("{base}/dashboard/bank-credits")).await;
+    assert!(
+        credits_page.body.contains(&escaped(&reference))
+            && credits_page.body.contains(&escaped(&payer)),
+        "the bank credits page shows the (escaped) reference and payer: {}",
+        credits_page.body
     );
 
     // The portal's forms, posted with payloads: their answers (a redirect, or a page).

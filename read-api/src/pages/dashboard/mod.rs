@@ -2,7 +2,8 @@
 //! project and mode, and see its revenue, payment counts and 30-day chart ([`overview`],
 //! [`chart`]), its customers with their payments, subscriptions and invoices
 //! ([`customers`]), its webhook endpoints with their deliveries ([`webhooks`]), and its
-//! settlements: expected from Cardstream against received at Griffin ([`settlements`]).
+//! settlements: expected from Cardstream against received at Griffin ([`settlements`]), and
+//! the deployment's bank credits that matched no settlement.
 //!
 //! Every number and list comes from read models, with indexed queries scoped by project and
 //! mode: the `dashboard` projection's daily totals and customer search, the `api` read
@@ -57,6 +58,7 @@ pub fn routes<S>(state: DashboardState) -> Router<S> {
         .route("/dashboard", get(home))
         .route("/dashboard/login", get(login::form).post(login::submit))
         .route("/dashboard/logout", post(login::logout))
+        .route("/dashboard/bank-credits", get(settlements::unexpected))
         .route("/dashboard/projects/{project}/{mode}", get(overview::page))
         .route(
             "/dashboard/projects/{project}/{mode}/customers",
@@ -191,6 +193,7 @@ pub enum Section {
     Customers,
     Webhooks,
     Settlements,
+    BankCredits,
 }
 
 /// A signed-in page: the bar with navigation and sign-out, then `body`.
@@ -212,6 +215,7 @@ pub fn layout(
                 nav aria-label="Dashboard" {
                     ul {
                         li { a href="/dashboard" aria-current=[current(Section::Projects)] { "Projects" } }
+                        li { a href="/dashboard/bank-credits" aria-current=[current(Section::BankCredits)] { "Bank credits" } }
                         @if let Some(project) = project {
                             li { a href=(project.href("")) aria-current=[current(Section::Overview)] { "Overview" } }
                             li { a href=(project.href("/customers")) aria-current=[current(Section::Customers)] { "Customers" } }

@@ -115,3 +115,88 @@ pub async fn list(
         ),
     )
 }
+
+/// Unexpected credits shown, newest first.
+pub const CREDITS_SHOWN: i64 = 100;
+
+/// One credit that matched no settlement.
+#[derive(Debug, sqlx::FromRow)]
+struct UnexpectedCredit {
+    griffin_transaction: String,
+    livemode: bool,
+    amount_minor: i64,
+    currency: String,
+    reference: Option<String>,
+    counterparty: Option<String>,
+    processed_at: chrono::DateTime<chrono::Utc>,
+    reason: Option<String>,
+}
+
+/// `GET /dashboard/bank-credits`: money that arrived in the Griffin account and matched no
+/// settlement. It belongs to no project until finance finds whose it is, so it is listed for
+/// the whole deployment (operators see every project), in both modes.
+pub async fn unexpected(State(state): State<DashboardState>, session: Session) -> Response {
+    let page = Page::default();
+    let credits: Vec<UnexpectedCredit> = match sqlx::query_as(
+        "SELECT griffin_transaction, livemode, amount_minor, currency, reference, counterparty, \
+                processed_at, reason \
+         FROM settlements.credits WHERE outcome = 'unexpected' \
+         ORDER BY processed_at DESC, griffin_transaction LIMIT $1",
+    )
+    .bind(CREDITS_SHOWN)
+    .fetch_all(&state.pool)
+    .await
+    {
+        Ok(credits) => credits,
+        Err(error) => return unavailable(&page, error),
+    };
+    let body = html! {
+        h1 { "Unexpected bank credits" }
+        p {
+            "Credits of the Griffin account that matched no expected settlement, by reference "
+            "or by amount and day. Each is recorded once (an " code { "UnexpectedCredit" }
+            " event) and booked to " code { "unidentified_receipts" } " until someone finds "
+            "whose it is."
+        }
+        @if credits.is_empty() {
+            p { "None: every credit matched a settlement." }
+        } @else {
+            table {
+                caption { "Unexpected credits, newest first" }
+                thead { tr {
+                    th scope="col" { "Booked" }
+                    th scope="col" { "Mode" }
+                    th scope="col" class="amount" { "Amount" }
+                    th scope="col" { "Reference" }
+                    th scope="col" { "From" }
+                    th scope="col" { "Why unmatched" }
+                    th scope="col" { "Griffin transaction" }
+                } }
+                tbody {
+                    @for credit in &credits {
+                        tr {
+                            td { (credit.processed_at.format("%Y-%m-%d %H:%M UTC")) }
+                            td { (if credit.livemode { "live" } else { "test" }) }
+                            td class="amount" { (format_money(credit.amount_minor, &credit.currency)) }
+                            td { (credit.reference.as_deref().unwrap_or("")) }
+                            td { (credit.counterparty.as_deref().unwrap_or("")) }
+                            td { (credit.reason.as_deref().unwrap_or("")) }
+                            td { code { (credit.griffin_transaction) } }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    page.respond(
+        StatusCode::OK,
+        layout(
+            &page,
+            &session,
+            "Unexpected bank credits",
+            None,
+            Section::BankCredits,
+            body,
+        ),
+    )
+}
