@@ -474,11 +474,7 @@ impl ProjectionRuntime {
         let last = last.cursor();
         set_search_path(&mut transaction, projection.name()).await?;
         projection.apply(&mut transaction, &events).await?;
-        write_checkpoint(&mut transaction, projection.name(), last, events.len()).await?;
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(CHECKPOINT_CHANNEL)
-            .bind(projection.name())
-            .execute(&mut *transaction)
+        write_checkpoint_and_notify(&mut transaction, projection.name(), last, events.len())
             .await?;
         transaction.commit().await?;
         self.published.publish(projection.name(), last);
@@ -1030,22 +1026,29 @@ async fn read_checkpoint(
     }))
 }
 
-async fn write_checkpoint(
+/// A live batch's checkpoint and its notification on [`CHECKPOINT_CHANNEL`], in one round
+/// trip.
+async fn write_checkpoint_and_notify(
     connection: &mut PgConnection,
     name: &str,
     cursor: LogCursor,
     applied: usize,
 ) -> Result<(), ProjectionError> {
     sqlx::query(
-        "INSERT INTO public.projection_checkpoints (name, txid, position, events, updated_at) \
-         VALUES ($1, $2::text::xid8, $3, $4, now()) \
-         ON CONFLICT (name) DO UPDATE SET txid = EXCLUDED.txid, position = EXCLUDED.position, \
-             events = projection_checkpoints.events + EXCLUDED.events, updated_at = now()",
+        "WITH checkpoint AS ( \
+             INSERT INTO public.projection_checkpoints (name, txid, position, events, updated_at) \
+             VALUES ($1, $2::text::xid8, $3, $4, now()) \
+             ON CONFLICT (name) DO UPDATE SET txid = EXCLUDED.txid, \
+                 position = EXCLUDED.position, \
+                 events = projection_checkpoints.events + EXCLUDED.events, updated_at = now() \
+         ) \
+         SELECT pg_notify($5, $1)",
     )
     .bind(name)
     .bind(cursor.txid)
     .bind(cursor.position)
     .bind(i64::try_from(applied).unwrap_or(i64::MAX))
+    .bind(CHECKPOINT_CHANNEL)
     .execute(connection)
     .await?;
     Ok(())
