@@ -270,6 +270,12 @@ impl Browser {
     /// Fills the Cardstream simulator's hosted card form with the approving Visa and
     /// submits it (the page must be the simulator's form, or about to be).
     pub async fn pay_on_the_gateway_page(&mut self) {
+        self.pay_on_the_gateway_page_with(CARD_NUMBER, CARD_CVV)
+            .await;
+    }
+
+    /// As [`Self::pay_on_the_gateway_page`], with another card.
+    pub async fn pay_on_the_gateway_page_with(&mut self, card_number: &str, cvv: &str) {
         let number = self
             .client
             .wait()
@@ -278,7 +284,7 @@ impl Browser {
             .await
             .expect("the simulator's card form");
         self.step("gateway-card-form").await;
-        number.send_keys(CARD_NUMBER).await.expect("type");
+        number.send_keys(card_number).await.expect("type");
         self.client
             .find(Locator::Id("cardExpiryMonth"))
             .await
@@ -304,7 +310,7 @@ impl Browser {
             .find(Locator::Id("cardCVV"))
             .await
             .expect("cvv")
-            .send_keys(CARD_CVV)
+            .send_keys(cvv)
             .await
             .expect("type");
         self.click(Locator::XPath("//button[normalize-space(.)='Pay']"))

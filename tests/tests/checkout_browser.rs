@@ -210,6 +210,76 @@ async fn a_customer_pays_a_payment_session_in_the_browser_and_injected_markup_st
     assert_eq!(method["card"]["brand"], "visa");
 }
 
+/// Cardstream's simulator declines this card (do not honour); Stripe's `4000000000000002`.
+const DECLINED_CARD: (&str, &str) = ("4000000000000002", "123");
+
+#[tokio::test]
+async fn a_declined_card_shows_an_error_and_the_customer_pays_on_retry() {
+    if skip_reason().is_some() {
+        return;
+    }
+    let world = World::new().await;
+    let driver = Driver::start();
+    let mut browser = driver
+        .browser("a_declined_card_shows_an_error_and_the_customer_pays_on_retry")
+        .await;
+    let success_url = world.success_url();
+    let session = world
+        .post(
+            "/v1/checkout/sessions",
+            &[
+                ("mode", "payment"),
+                ("success_url", &success_url),
+                ("line_items[0][price_data][currency]", "gbp"),
+                ("line_items[0][price_data][unit_amount]", "1800"),
+                ("line_items[0][price_data][product_data][name]", "Kettle"),
+                ("line_items[0][quantity]", "1"),
+            ],
+        )
+        .await;
+    let id = session["id"].as_str().unwrap().to_string();
+
+    // The declined card: back on our page, told so, with a way back to checkout.
+    browser
+        .open(session["url"].as_str().unwrap(), "checkout-page")
+        .await;
+    browser.click(Locator::Id("pay-button")).await;
+    browser
+        .pay_on_the_gateway_page_with(DECLINED_CARD.0, DECLINED_CARD.1)
+        .await;
+    let retry = browser
+        .wait()
+        .at_most(std::time::Duration::from_secs(20))
+        .for_element(Locator::Id("retry"))
+        .await
+        .expect("the decline page's way back");
+    browser.step("declined").await;
+    let page = browser.source().await.unwrap();
+    assert!(page.contains("Your card was not charged"), "{page}");
+    let open = world.get(&format!("/v1/checkout/sessions/{id}")).await;
+    assert_eq!(open["status"], "open", "a decline leaves the session open");
+    assert_eq!(open["payment_status"], "unpaid");
+
+    // Retry with a good card: paid, once.
+    retry.click().await.expect("retry");
+    browser.wait_for_url(session["url"].as_str().unwrap()).await;
+    let landed = pay(&mut browser, &world, &session).await;
+    assert_eq!(landed, format!("{}/thanks?session={id}", world.shop));
+    browser.finish("done").await;
+    let session = world.get(&format!("/v1/checkout/sessions/{id}")).await;
+    assert_eq!(session["status"], "complete");
+    assert_eq!(session["payment_status"], "paid");
+    let intents = world.get("/v1/payment_intents?limit=10").await;
+    let succeeded: Vec<&Value> = intents["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|intent| intent["status"] == "succeeded")
+        .collect();
+    assert_eq!(succeeded.len(), 1, "{intents}");
+    assert_eq!(succeeded[0]["amount"], 1800);
+}
+
 #[tokio::test]
 async fn a_customer_subscribes_in_the_browser() {
     if skip_reason().is_some() {

@@ -166,10 +166,9 @@ pub async fn finish(
                 p { "Your card was not charged. Please try again or use another card." }
                 p { a #retry href=(format!("/checkout/{id}")) { "Back to checkout" } }
             };
-            page.respond(
-                StatusCode::PAYMENT_REQUIRED,
-                page.document("Payment not completed", body),
-            )
+            // A page the customer goes on from, not a failed request: 200, the outcome in
+            // its words (a 4xx would count as a failed load in the browser).
+            page.respond(StatusCode::OK, page.document("Payment not completed", body))
         }
         Err(ReturnError::Payment(PaymentError::InvalidRequest(message))) => {
             tracing::warn!(checkout_session = %id, %message, "hosted result not recorded");
