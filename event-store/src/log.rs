@@ -120,8 +120,19 @@ pub async fn read_after(
     after: LogCursor,
     limit: i64,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
+    read_columns_after(connection, RECORDED_EVENT_COLUMNS, after, limit).await
+}
+
+/// [`read_after`], selecting `columns` (one of the column lists that build a
+/// [`RecordedEvent`]).
+async fn read_columns_after(
+    connection: &mut PgConnection,
+    columns: &str,
+    after: LogCursor,
+    limit: i64,
+) -> Result<Vec<RecordedEvent>, StoreError> {
     let events = sqlx::query_as(&format!(
-        "SELECT {RECORDED_EVENT_COLUMNS} FROM events \
+        "SELECT {columns} FROM events \
          WHERE (txid, position) > ($1::text::xid8, $2) \
            AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
          ORDER BY events.txid, events.position \
@@ -317,20 +328,7 @@ pub async fn read_headers_after(
     after: LogCursor,
     limit: i64,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
-    let events = sqlx::query_as(&format!(
-        "SELECT {HEADER_COLUMNS} \
-         FROM events \
-         WHERE (txid, position) > ($1::text::xid8, $2) \
-           AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
-         ORDER BY events.txid, events.position \
-         LIMIT $3"
-    ))
-    .bind(after.txid)
-    .bind(after.position)
-    .bind(limit.clamp(1, MAX_BATCH_EVENTS))
-    .fetch_all(connection)
-    .await?;
-    Ok(events)
+    read_columns_after(connection, HEADER_COLUMNS, after, limit).await
 }
 
 /// As [`read_after`], but without the hashes (returned empty): for consumers that read
@@ -340,20 +338,7 @@ pub async fn read_unhashed_after(
     after: LogCursor,
     limit: i64,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
-    let events = sqlx::query_as(&format!(
-        "SELECT {UNHASHED_COLUMNS} \
-         FROM events \
-         WHERE (txid, position) > ($1::text::xid8, $2) \
-           AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
-         ORDER BY events.txid, events.position \
-         LIMIT $3"
-    ))
-    .bind(after.txid)
-    .bind(after.position)
-    .bind(limit.clamp(1, MAX_BATCH_EVENTS))
-    .fetch_all(connection)
-    .await?;
-    Ok(events)
+    read_columns_after(connection, UNHASHED_COLUMNS, after, limit).await
 }
 
 /// The cursor of the `n`th readable event after `after`, if there are that many: where a

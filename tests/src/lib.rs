@@ -113,6 +113,20 @@ pub fn stderr_of(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// The journal's balance (debit − credit, minor units) of `account` for `project` in test
+/// mode, in GBP.
+pub async fn journal_balance(pool: &sqlx::PgPool, project: &str, account: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT coalesce(sum(debit_minor - credit_minor), 0)::bigint FROM journal.balances \
+         WHERE project = $1 AND NOT livemode AND currency = 'gbp' AND account = $2",
+    )
+    .bind(project)
+    .bind(account)
+    .fetch_one(pool)
+    .await
+    .expect("a journal balance")
+}
+
 /// `calmony serve` on a free port, killed when dropped.
 pub struct Server {
     pub child: Child,

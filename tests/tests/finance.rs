@@ -254,21 +254,7 @@ async fn refunds_give_back_their_share_of_vat_in_the_journal_and_the_report() {
     let output = run(&db.url, &["ledger", "trial-balance", "--project", &project]);
     assert!(output.status.success(), "{}", stderr_of(&output));
     let trial = stdout_of(&output);
-    let balance = |account: &'static str| {
-        let pool = pool.clone();
-        let project = project.clone();
-        async move {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT coalesce(sum(debit_minor - credit_minor), 0)::bigint FROM journal.balances \
-                 WHERE project = $1 AND NOT livemode AND currency = 'gbp' AND account = $2",
-            )
-            .bind(project)
-            .bind(account)
-            .fetch_one(&pool)
-            .await
-            .unwrap()
-        }
-    };
+    let balance = |account: &'static str| calmony_tests::journal_balance(&pool, &project, account);
     // £20.00 of revenue and £4.00 of VAT booked; the first payment's refunds give back all
     // its £2.00 (67p, then 133p), the second's £4.00 a third of its £2.00 (67p).
     assert_eq!(balance("revenue").await, -2_000, "{trial}");

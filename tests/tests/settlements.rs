@@ -3,7 +3,7 @@
 //! griffin-sim` as the bank, with credits booked through its `/_simulator/` control.
 
 use calmony_tests::griffin::{book_credit, griffin, griffin_env, GRIFFIN_KEY};
-use calmony_tests::{calmony, run, stderr_of, stdout_of, Server};
+use calmony_tests::{calmony, journal_balance, run, stderr_of, stdout_of, Server};
 use event_store::test_harness::TestDatabase;
 use serde_json::{json, Value};
 
@@ -491,19 +491,6 @@ async fn dashboard_page(server: &Server, path: &str) -> (u16, String) {
         .await
         .expect("page");
     (page.status().as_u16(), page.text().await.unwrap())
-}
-
-/// The journal's balance (debit − credit) of `account` for `project` in test mode, in GBP.
-async fn journal_balance(pool: &sqlx::PgPool, project: &str, account: &str) -> i64 {
-    sqlx::query_scalar(
-        "SELECT coalesce(sum(debit_minor - credit_minor), 0)::bigint FROM journal.balances \
-         WHERE project = $1 AND NOT livemode AND currency = 'gbp' AND account = $2",
-    )
-    .bind(project)
-    .bind(account)
-    .fetch_one(pool)
-    .await
-    .expect("journal balance")
 }
 
 #[tokio::test]
