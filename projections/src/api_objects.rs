@@ -11,7 +11,7 @@ mod billing;
 mod catalog;
 mod checkout;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use cqrs_es::persist::EventUpcaster;
 use cqrs_es::Aggregate;
@@ -199,10 +199,12 @@ impl Changes {
         object: Value,
         previous: Option<Value>,
     ) {
+        // Events are pushed in log order, so this event's siblings are the last ones.
         let index = self
             .events
             .iter()
-            .filter(|event| event.position == context.position)
+            .rev()
+            .take_while(|event| event.position == context.position)
             .count();
         let id = stripe::event_id(context.position, index);
         let mut data = json!({"object": object});
@@ -527,12 +529,15 @@ impl Projection for ApiObjects {
     }
 
     fn index_sql(&self) -> &'static str {
+        // The indexes on what only some objects have are partial: every row written costs
+        // an entry only in the indexes that can find it (a lookup by equality implies the
+        // predicate, so it still uses them).
         "CREATE INDEX objects_list ON objects (project, livemode, object, created DESC, id DESC);
 CREATE INDEX objects_by_customer ON objects (project, livemode, object, customer, created DESC, id DESC);
-CREATE INDEX objects_by_intent ON objects (project, livemode, object, payment_intent, created DESC, id DESC);
-CREATE INDEX objects_by_product ON objects (project, livemode, object, (body->>'product'), created DESC, id DESC);
-CREATE INDEX objects_by_status ON objects (project, livemode, object, (body->>'status'), created DESC, id DESC);
-CREATE INDEX objects_by_subscription ON objects (project, livemode, object, (body #>> '{parent,subscription_details,subscription}'), created DESC, id DESC);
+CREATE INDEX objects_by_intent ON objects (project, livemode, object, payment_intent, created DESC, id DESC) WHERE payment_intent IS NOT NULL;
+CREATE INDEX objects_by_product ON objects (project, livemode, object, (body->>'product'), created DESC, id DESC) WHERE (body->>'product') IS NOT NULL;
+CREATE INDEX objects_by_status ON objects (project, livemode, object, (body->>'status'), created DESC, id DESC) WHERE (body->>'status') IS NOT NULL;
+CREATE INDEX objects_by_subscription ON objects (project, livemode, object, (body #>> '{parent,subscription_details,subscription}'), created DESC, id DESC) WHERE (body #>> '{parent,subscription_details,subscription}') IS NOT NULL;
 CREATE INDEX stripe_events_list ON stripe_events (project, livemode, created DESC, ordinal DESC);
 CREATE INDEX stripe_events_by_type ON stripe_events (project, livemode, type, created DESC, ordinal DESC);
 CREATE INDEX stripe_events_by_position ON stripe_events (position);"
@@ -550,22 +555,8 @@ CREATE INDEX stripe_events_by_position ON stripe_events (position);"
         if relevant.is_empty() {
             return Ok(());
         }
-        let mut keys_types: Vec<&str> = Vec::new();
-        let mut keys_ids: Vec<&str> = Vec::new();
-        for event in &relevant {
-            keys_types.push(&event.aggregate_type);
-            keys_ids.push(&event.aggregate_id);
-        }
-        let stored: Vec<(String, String, Value)> = sqlx::query_as(
-            "SELECT a.aggregate_type, a.aggregate_id, a.state FROM aggregates a \
-             JOIN (SELECT DISTINCT * FROM UNNEST($1::text[], $2::text[]) AS k(t, i)) keys \
-               ON a.aggregate_type = keys.t AND a.aggregate_id = keys.i",
-        )
-        .bind(&keys_types)
-        .bind(&keys_ids)
-        .fetch_all(&mut *connection)
-        .await?;
         let mut states: HashMap<(String, String), State> = HashMap::new();
+        let stored = load_states(connection, &relevant).await?;
         for (aggregate_type, aggregate_id, state) in stored {
             let loaded =
                 State::load(&aggregate_type, state).map_err(|error| ProjectionError::BadEvent {
@@ -675,130 +666,190 @@ CREATE INDEX stripe_events_by_position ON stripe_events (position);"
                 ),
             }
         }
-        write_states(connection, &states).await?;
-        write_objects(connection, changes.objects.into_values().collect()).await?;
-        write_events(connection, changes.events).await?;
+        write_changes(
+            connection,
+            &states,
+            changes.objects.into_values().collect(),
+            changes.events,
+        )
+        .await?;
         billing::write_invoice_tokens(connection, changes.invoice_tokens).await?;
         Ok(())
     }
 }
 
-async fn write_states(
+/// The stored state of every stream the batch continues. A stream whose first event in the
+/// batch is its first event ever (sequence 1) has none, so a batch of new streams (most
+/// live batches: objects being created) does not ask.
+async fn load_states(
+    connection: &mut PgConnection,
+    relevant: &[&RecordedEvent],
+) -> Result<Vec<(String, String, Value)>, ProjectionError> {
+    let mut seen: HashSet<(&str, &str)> = HashSet::with_capacity(relevant.len());
+    let mut keys_types: Vec<&str> = Vec::new();
+    let mut keys_ids: Vec<&str> = Vec::new();
+    for event in relevant {
+        let key = (event.aggregate_type.as_str(), event.aggregate_id.as_str());
+        if seen.insert(key) && event.sequence > 1 {
+            keys_types.push(key.0);
+            keys_ids.push(key.1);
+        }
+    }
+    if keys_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(sqlx::query_as(
+        "SELECT a.aggregate_type, a.aggregate_id, a.state FROM aggregates a \
+         JOIN UNNEST($1::text[], $2::text[]) AS keys(t, i) \
+           ON a.aggregate_type = keys.t AND a.aggregate_id = keys.i",
+    )
+    .bind(&keys_types)
+    .bind(&keys_ids)
+    .fetch_all(&mut *connection)
+    .await?)
+}
+
+/// Writes a batch's states, objects and Stripe events in one statement (one round trip: a
+/// batch's cost under load is mostly waiting for the database's turns, not its work).
+async fn write_changes(
     connection: &mut PgConnection,
     states: &HashMap<(String, String), State>,
+    objects: Vec<ObjectRow>,
+    events: Vec<EventRow>,
 ) -> Result<(), ProjectionError> {
-    let mut types = Vec::with_capacity(states.len());
-    let mut ids = Vec::with_capacity(states.len());
-    let mut bodies = Vec::with_capacity(states.len());
-    for ((aggregate_type, aggregate_id), state) in states {
-        types.push(aggregate_type.as_str());
-        ids.push(aggregate_id.as_str());
-        bodies.push(state.to_json().map_err(|error| ProjectionError::BadEvent {
-            stream: format!("{aggregate_type}/{aggregate_id}"),
-            sequence: 0,
-            reason: error.to_string(),
-        })?);
-    }
+    let states = StateColumns::of(states)?;
+    let objects = ObjectColumns::of(objects);
+    let events = EventColumns::of(events);
     sqlx::query(
-        "INSERT INTO aggregates (aggregate_type, aggregate_id, state) \
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::jsonb[]) \
-         ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET state = EXCLUDED.state",
+        "WITH states AS ( \
+             INSERT INTO aggregates (aggregate_type, aggregate_id, state) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::jsonb[]) \
+             ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET state = EXCLUDED.state \
+         ), objects AS ( \
+             INSERT INTO objects (id, project, livemode, object, customer, payment_intent, \
+                                  created, deleted, body) \
+             SELECT * FROM UNNEST($4::text[], $5::text[], $6::boolean[], $7::text[], $8::text[], \
+                                  $9::text[], $10::bigint[], $11::boolean[], $12::jsonb[]) \
+             ON CONFLICT (id) DO UPDATE SET customer = EXCLUDED.customer, \
+                 payment_intent = EXCLUDED.payment_intent, deleted = EXCLUDED.deleted, \
+                 body = EXCLUDED.body \
+         ) \
+         INSERT INTO stripe_events (id, project, livemode, type, created, position, ordinal, body) \
+         SELECT * FROM UNNEST($13::text[], $14::text[], $15::boolean[], $16::text[], \
+                              $17::bigint[], $18::bigint[], $19::bigint[], $20::jsonb[])",
     )
-    .bind(&types)
-    .bind(&ids)
-    .bind(&bodies)
+    .bind(&states.types)
+    .bind(&states.ids)
+    .bind(&states.bodies)
+    .bind(&objects.ids)
+    .bind(&objects.projects)
+    .bind(&objects.livemodes)
+    .bind(&objects.objects)
+    .bind(&objects.customers)
+    .bind(&objects.intents)
+    .bind(&objects.created)
+    .bind(&objects.deleted)
+    .bind(&objects.bodies)
+    .bind(&events.ids)
+    .bind(&events.projects)
+    .bind(&events.livemodes)
+    .bind(&events.types)
+    .bind(&events.created)
+    .bind(&events.positions)
+    .bind(&events.ordinals)
+    .bind(&events.bodies)
     .execute(connection)
     .await?;
     Ok(())
 }
 
-async fn write_objects(
-    connection: &mut PgConnection,
-    rows: Vec<ObjectRow>,
-) -> Result<(), ProjectionError> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let mut ids = Vec::new();
-    let mut projects = Vec::new();
-    let mut livemodes = Vec::new();
-    let mut objects = Vec::new();
-    let mut customers = Vec::new();
-    let mut intents = Vec::new();
-    let mut created = Vec::new();
-    let mut deleted = Vec::new();
-    let mut bodies = Vec::new();
-    for row in rows {
-        ids.push(row.id);
-        projects.push(row.project);
-        livemodes.push(row.livemode);
-        objects.push(row.object);
-        customers.push(row.customer);
-        intents.push(row.payment_intent);
-        created.push(row.created);
-        deleted.push(row.deleted);
-        bodies.push(row.body);
-    }
-    sqlx::query(
-        "INSERT INTO objects (id, project, livemode, object, customer, payment_intent, created, deleted, body) \
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::boolean[], $4::text[], $5::text[], $6::text[], \
-                              $7::bigint[], $8::boolean[], $9::jsonb[]) \
-         ON CONFLICT (id) DO UPDATE SET customer = EXCLUDED.customer, \
-             payment_intent = EXCLUDED.payment_intent, deleted = EXCLUDED.deleted, body = EXCLUDED.body",
-    )
-    .bind(&ids)
-    .bind(&projects)
-    .bind(&livemodes)
-    .bind(&objects)
-    .bind(&customers)
-    .bind(&intents)
-    .bind(&created)
-    .bind(&deleted)
-    .bind(&bodies)
-    .execute(connection)
-    .await?;
-    Ok(())
+/// `aggregates` rows as columns, for `UNNEST`.
+struct StateColumns<'a> {
+    types: Vec<&'a str>,
+    ids: Vec<&'a str>,
+    bodies: Vec<Value>,
 }
 
-async fn write_events(
-    connection: &mut PgConnection,
-    rows: Vec<EventRow>,
-) -> Result<(), ProjectionError> {
-    if rows.is_empty() {
-        return Ok(());
+impl<'a> StateColumns<'a> {
+    fn of(states: &'a HashMap<(String, String), State>) -> Result<Self, ProjectionError> {
+        let mut columns = StateColumns {
+            types: Vec::with_capacity(states.len()),
+            ids: Vec::with_capacity(states.len()),
+            bodies: Vec::with_capacity(states.len()),
+        };
+        for ((aggregate_type, aggregate_id), state) in states {
+            columns.types.push(aggregate_type);
+            columns.ids.push(aggregate_id);
+            columns
+                .bodies
+                .push(state.to_json().map_err(|error| ProjectionError::BadEvent {
+                    stream: format!("{aggregate_type}/{aggregate_id}"),
+                    sequence: 0,
+                    reason: error.to_string(),
+                })?);
+        }
+        Ok(columns)
     }
-    let mut ids = Vec::new();
-    let mut projects = Vec::new();
-    let mut livemodes = Vec::new();
-    let mut types = Vec::new();
-    let mut created = Vec::new();
-    let mut positions = Vec::new();
-    let mut ordinals = Vec::new();
-    let mut bodies = Vec::new();
-    for row in rows {
-        ids.push(row.id);
-        projects.push(row.project);
-        livemodes.push(row.livemode);
-        types.push(row.event_type);
-        created.push(row.created);
-        positions.push(row.position);
-        ordinals.push(row.ordinal);
-        bodies.push(row.body);
+}
+
+/// `objects` rows as columns, for `UNNEST`.
+#[derive(Default)]
+struct ObjectColumns {
+    ids: Vec<String>,
+    projects: Vec<String>,
+    livemodes: Vec<bool>,
+    objects: Vec<&'static str>,
+    customers: Vec<Option<String>>,
+    intents: Vec<Option<String>>,
+    created: Vec<i64>,
+    deleted: Vec<bool>,
+    bodies: Vec<Value>,
+}
+
+impl ObjectColumns {
+    fn of(rows: Vec<ObjectRow>) -> Self {
+        let mut columns = ObjectColumns::default();
+        for row in rows {
+            columns.ids.push(row.id);
+            columns.projects.push(row.project);
+            columns.livemodes.push(row.livemode);
+            columns.objects.push(row.object);
+            columns.customers.push(row.customer);
+            columns.intents.push(row.payment_intent);
+            columns.created.push(row.created);
+            columns.deleted.push(row.deleted);
+            columns.bodies.push(row.body);
+        }
+        columns
     }
-    sqlx::query(
-        "INSERT INTO stripe_events (id, project, livemode, type, created, position, ordinal, body) \
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::boolean[], $4::text[], $5::bigint[], \
-                              $6::bigint[], $7::bigint[], $8::jsonb[])",
-    )
-    .bind(&ids)
-    .bind(&projects)
-    .bind(&livemodes)
-    .bind(&types)
-    .bind(&created)
-    .bind(&positions)
-    .bind(&ordinals)
-    .bind(&bodies)
-    .execute(connection)
-    .await?;
-    Ok(())
+}
+
+/// `stripe_events` rows as columns, for `UNNEST`.
+#[derive(Default)]
+struct EventColumns {
+    ids: Vec<String>,
+    projects: Vec<String>,
+    livemodes: Vec<bool>,
+    types: Vec<&'static str>,
+    created: Vec<i64>,
+    positions: Vec<i64>,
+    ordinals: Vec<i64>,
+    bodies: Vec<Value>,
+}
+
+impl EventColumns {
+    fn of(rows: Vec<EventRow>) -> Self {
+        let mut columns = EventColumns::default();
+        for row in rows {
+            columns.ids.push(row.id);
+            columns.projects.push(row.project);
+            columns.livemodes.push(row.livemode);
+            columns.types.push(row.event_type);
+            columns.created.push(row.created);
+            columns.positions.push(row.position);
+            columns.ordinals.push(row.ordinal);
+            columns.bodies.push(row.body);
+        }
+        columns
+    }
 }

@@ -251,6 +251,15 @@ struct Batch {
 }
 
 const LOCK_SQL: &str = "SELECT pg_advisory_xact_lock(hashtextextended('projection:' || $1, 0))";
+
+/// `BEGIN` and [`LOCK_SQL`] as one simple query: a live batch starts in one round trip.
+fn begin_locked_sql(name: &str) -> String {
+    format!(
+        "BEGIN; SELECT pg_advisory_xact_lock(hashtextextended('projection:' || '{}', 0))",
+        name.replace('\'', "''")
+    )
+}
+
 /// Whether a projection's tables were built by the code running now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Freshness {
@@ -453,10 +462,9 @@ impl ProjectionRuntime {
         projection: &dyn Projection,
         limit: i64,
     ) -> Result<Batch, ProjectionError> {
-        let mut transaction = self.pool.begin().await?;
-        sqlx::query(LOCK_SQL)
-            .bind(projection.name())
-            .execute(&mut *transaction)
+        let mut transaction = self
+            .pool
+            .begin_with(begin_locked_sql(projection.name()))
             .await?;
         let checkpoint = read_checkpoint(&mut transaction, projection.name()).await?;
         // Committed already (perhaps by another process): a waiter here may stop waiting.

@@ -78,11 +78,11 @@ struct NewDelivery {
     canceled: bool,
 }
 
-/// A Stripe event of the `api` read model.
+/// A Stripe event of the `api` read model. Its body stays in the database: the fan-out
+/// copies it from there.
 struct StripeEvent {
     id: String,
     event_type: String,
-    body: Value,
 }
 
 fn scope_of(event: &RecordedEvent) -> Result<(String, bool), ProjectionError> {
@@ -201,12 +201,7 @@ impl Projection for FanOut {
             cancel_pending(connection, &stopped, now).await?;
         }
         if !deliveries.is_empty() {
-            write_events(connection, sent_events).await?;
-            write_deliveries(connection, &deliveries, now).await?;
-            sqlx::query("SELECT pg_notify($1, '')")
-                .bind(DELIVERIES_CHANNEL)
-                .execute(&mut *connection)
-                .await?;
+            write_deliveries(connection, sent_events, &deliveries, now).await?;
         }
         Ok(())
     }
@@ -300,8 +295,8 @@ async fn load_endpoints(
         .collect())
 }
 
-/// The Stripe events rendered from the ledger events at `positions`, by position, each
-/// position's in the order they happened.
+/// The Stripe events rendered from the ledger events at `positions` (ids and types: what
+/// choosing endpoints needs), by position, each position's in the order they happened.
 async fn load_stripe_events(
     connection: &mut PgConnection,
     positions: &[i64],
@@ -310,19 +305,18 @@ async fn load_stripe_events(
     if positions.is_empty() {
         return Ok(by_position);
     }
-    let rows: Vec<(String, i64, String, Value)> = sqlx::query_as(
-        "SELECT id, position, type, body FROM api.stripe_events \
+    let rows: Vec<(String, i64, String)> = sqlx::query_as(
+        "SELECT id, position, type FROM api.stripe_events \
          WHERE position = ANY($1) ORDER BY ordinal",
     )
     .bind(positions)
     .fetch_all(connection)
     .await?;
-    for (id, position, event_type, body) in rows {
-        by_position.entry(position).or_default().push(StripeEvent {
-            id,
-            event_type,
-            body,
-        });
+    for (id, position, event_type) in rows {
+        by_position
+            .entry(position)
+            .or_default()
+            .push(StripeEvent { id, event_type });
     }
     Ok(by_position)
 }
@@ -446,69 +440,68 @@ async fn cancel_pending(
     Ok(())
 }
 
-/// Stores the body every attempt sends: the read model's event with `pending_webhooks` set
-/// to the number of endpoints it goes to.
-async fn write_events(
-    connection: &mut PgConnection,
-    events: Vec<(StripeEvent, (String, bool), usize)>,
-) -> Result<(), ProjectionError> {
-    let mut ids = Vec::with_capacity(events.len());
-    let mut projects = Vec::with_capacity(events.len());
-    let mut livemodes = Vec::with_capacity(events.len());
-    let mut types = Vec::with_capacity(events.len());
-    let mut bodies = Vec::with_capacity(events.len());
-    for (mut event, (project, livemode), endpoints) in events {
-        event.body["pending_webhooks"] = Value::from(endpoints);
-        bodies.push(event.body.to_string());
-        ids.push(event.id);
-        projects.push(project);
-        livemodes.push(livemode);
-        types.push(event.event_type);
-    }
-    sqlx::query(
-        "INSERT INTO webhook_events (id, project, livemode, type, body) \
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::boolean[], $4::text[], $5::text[]) \
-         ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(&ids)
-    .bind(&projects)
-    .bind(&livemodes)
-    .bind(&types)
-    .bind(&bodies)
-    .execute(connection)
-    .await?;
-    Ok(())
-}
-
+/// Stores the body every attempt sends (the read model's event with `pending_webhooks` set
+/// to the number of endpoints it goes to, copied within the database) and a delivery per
+/// endpoint, then wakes the delivery workers: one statement, so one round trip.
 async fn write_deliveries(
     connection: &mut PgConnection,
+    events: Vec<(StripeEvent, (String, bool), usize)>,
     deliveries: &[NewDelivery],
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), ProjectionError> {
+    let mut event_ids = Vec::with_capacity(events.len());
+    let mut projects = Vec::with_capacity(events.len());
+    let mut livemodes = Vec::with_capacity(events.len());
+    let mut types = Vec::with_capacity(events.len());
+    let mut counts = Vec::with_capacity(events.len());
+    for (event, (project, livemode), endpoints) in events {
+        event_ids.push(event.id);
+        projects.push(project);
+        livemodes.push(livemode);
+        types.push(event.event_type);
+        counts.push(i64::try_from(endpoints).unwrap_or(i64::MAX));
+    }
     let ids: Vec<String> = deliveries
         .iter()
         .map(|_| commands::ids::new_id(crate::DELIVERY_ID_PREFIX))
         .collect();
-    let events: Vec<&str> = deliveries.iter().map(|d| d.event_id.as_str()).collect();
+    let delivered: Vec<&str> = deliveries.iter().map(|d| d.event_id.as_str()).collect();
     let endpoints: Vec<&str> = deliveries.iter().map(|d| d.endpoint_id.as_str()).collect();
     let canceled: Vec<bool> = deliveries.iter().map(|d| d.canceled).collect();
     sqlx::query(
-        "INSERT INTO webhook_deliveries (id, event_id, endpoint_id, project, livemode, state, \
-             created_at, next_attempt_at, finished_at) \
-         SELECT d.id, d.event_id, d.endpoint_id, e.project, e.livemode, \
-                CASE WHEN d.canceled THEN 'canceled' ELSE 'pending' END, $5, \
-                CASE WHEN d.canceled THEN NULL ELSE $5 END, \
-                CASE WHEN d.canceled THEN $5 END \
-         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::boolean[]) \
-              AS d(id, event_id, endpoint_id, canceled) \
-         JOIN webhook_endpoints e ON e.id = d.endpoint_id \
-         ON CONFLICT (event_id, endpoint_id) WHERE NOT redelivery DO NOTHING",
+        "WITH events AS ( \
+             INSERT INTO webhook_events (id, project, livemode, type, body) \
+             SELECT u.id, u.project, u.livemode, u.type, \
+                    jsonb_set(s.body, '{pending_webhooks}', to_jsonb(u.endpoints))::text \
+             FROM UNNEST($1::text[], $2::text[], $3::boolean[], $4::text[], $5::bigint[]) \
+                  AS u(id, project, livemode, type, endpoints) \
+             JOIN api.stripe_events s ON s.id = u.id \
+             ON CONFLICT (id) DO NOTHING \
+         ), deliveries AS ( \
+             INSERT INTO webhook_deliveries (id, event_id, endpoint_id, project, livemode, \
+                 state, created_at, next_attempt_at, finished_at) \
+             SELECT d.id, d.event_id, d.endpoint_id, e.project, e.livemode, \
+                    CASE WHEN d.canceled THEN 'canceled' ELSE 'pending' END, $10, \
+                    CASE WHEN d.canceled THEN NULL ELSE $10 END, \
+                    CASE WHEN d.canceled THEN $10 END \
+             FROM UNNEST($6::text[], $7::text[], $8::text[], $9::boolean[]) \
+                  AS d(id, event_id, endpoint_id, canceled) \
+             JOIN webhook_endpoints e ON e.id = d.endpoint_id \
+             ON CONFLICT (event_id, endpoint_id) WHERE NOT redelivery DO NOTHING \
+         ) \
+         SELECT pg_notify($11, '')",
     )
+    .bind(&event_ids)
+    .bind(&projects)
+    .bind(&livemodes)
+    .bind(&types)
+    .bind(&counts)
     .bind(&ids)
-    .bind(&events)
+    .bind(&delivered)
     .bind(&endpoints)
     .bind(&canceled)
     .bind(now)
+    .bind(DELIVERIES_CHANNEL)
     .execute(connection)
     .await?;
     Ok(())

@@ -242,30 +242,28 @@ pub async fn redeliver(
     .fetch_one(&mut *transaction)
     .await?;
     if !known {
-        let event: Option<(String, Value)> = sqlx::query_as(
-            "SELECT type, body FROM api.stripe_events \
-             WHERE id = $1 AND project = $2 AND livemode = $3",
+        let found: bool = sqlx::query_scalar(
+            "WITH source AS ( \
+                 SELECT id, project, livemode, type, body FROM api.stripe_events \
+                 WHERE id = $1 AND project = $2 AND livemode = $3 \
+             ), stored AS ( \
+                 INSERT INTO webhook_events (id, project, livemode, type, body) \
+                 SELECT id, project, livemode, type, \
+                        jsonb_set(body, '{pending_webhooks}', to_jsonb($4::bigint))::text \
+                 FROM source \
+                 ON CONFLICT (id) DO NOTHING \
+             ) \
+             SELECT EXISTS (SELECT 1 FROM source)",
         )
         .bind(event_id)
         .bind(scope.project)
         .bind(scope.livemode)
-        .fetch_optional(&mut *transaction)
+        .bind(i64::try_from(targets.len()).unwrap_or(i64::MAX))
+        .fetch_one(&mut *transaction)
         .await?;
-        let Some((event_type, mut body)) = event else {
+        if !found {
             return Err(StoreError::UnknownEvent(event_id.to_string()));
-        };
-        body["pending_webhooks"] = Value::from(targets.len());
-        sqlx::query(
-            "INSERT INTO webhook_events (id, project, livemode, type, body) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(event_id)
-        .bind(scope.project)
-        .bind(scope.livemode)
-        .bind(&event_type)
-        .bind(body.to_string())
-        .execute(&mut *transaction)
-        .await?;
+        }
     }
     let ids: Vec<String> = targets
         .iter()
