@@ -116,6 +116,12 @@ pub trait Projection: Send + Sync {
         None
     }
 
+    /// Whether a live batch's commit may return before it is on disk: for a consumer whose
+    /// batch, lost with its checkpoint to a database crash, is simply done again.
+    fn commits_asynchronously(&self) -> bool {
+        false
+    }
+
     /// A fast path for rebuilds from zero, if the projection has one ([`Rebuilder`]).
     fn rebuilder(&self) -> Option<Box<dyn Rebuilder>> {
         None
@@ -252,12 +258,17 @@ struct Batch {
 
 const LOCK_SQL: &str = "SELECT pg_advisory_xact_lock(hashtextextended('projection:' || $1, 0))";
 
-/// `BEGIN` and [`LOCK_SQL`] as one simple query: a live batch starts in one round trip.
-fn begin_locked_sql(name: &str) -> String {
-    format!(
+/// `BEGIN`, [`LOCK_SQL`] and the batch's settings as one simple query: a live batch starts
+/// in one round trip.
+fn begin_locked_sql(projection: &dyn Projection) -> String {
+    let mut sql = format!(
         "BEGIN; SELECT pg_advisory_xact_lock(hashtextextended('projection:' || '{}', 0))",
-        name.replace('\'', "''")
-    )
+        projection.name().replace('\'', "''")
+    );
+    if projection.commits_asynchronously() {
+        sql.push_str("; SET LOCAL synchronous_commit TO off");
+    }
+    sql
 }
 
 /// Whether a projection's tables were built by the code running now.
@@ -307,16 +318,17 @@ async fn set_search_path(connection: &mut PgConnection, schema: &str) -> Result<
     .map(|_| ())
 }
 
-/// The next events for `projection` after `after`, and (for a projection reading the log
-/// directly) whether committed events after them are still hidden by the horizon.
+/// The next events for `projection` after `after` (never past `upstream`, the checkpoint of
+/// the projection it reads after, if any), and (for a projection reading the log directly)
+/// whether committed events after them are still hidden by the horizon.
 async fn read_batch(
     connection: &mut PgConnection,
     projection: &dyn Projection,
     after: LogCursor,
+    upstream: Option<LogCursor>,
     limit: i64,
 ) -> Result<LogBatch, ProjectionError> {
-    if let Some(upstream) = projection.reads_after() {
-        let until = read_checkpoint(&mut *connection, upstream).await?;
+    if let Some(until) = upstream {
         return Ok(LogBatch {
             events: event_store::log::read_after_until(connection, after, until, limit).await?,
             // Its upstream looks again for those; this one wakes on its upstream's commits.
@@ -462,15 +474,12 @@ impl ProjectionRuntime {
         projection: &dyn Projection,
         limit: i64,
     ) -> Result<Batch, ProjectionError> {
-        let mut transaction = self
-            .pool
-            .begin_with(begin_locked_sql(projection.name()))
-            .await?;
-        let checkpoint = read_checkpoint(&mut transaction, projection.name()).await?;
+        let mut transaction = self.pool.begin_with(begin_locked_sql(projection)).await?;
+        let (checkpoint, upstream) = read_checkpoints(&mut transaction, projection).await?;
         // Committed already (perhaps by another process): a waiter here may stop waiting.
         self.published.publish(projection.name(), checkpoint);
         let LogBatch { events, hidden } =
-            read_batch(&mut transaction, projection, checkpoint, limit).await?;
+            read_batch(&mut transaction, projection, checkpoint, upstream, limit).await?;
         let Some(last) = events.last() else {
             transaction.rollback().await?;
             return Ok(Batch {
@@ -768,10 +777,20 @@ impl ProjectionRuntime {
             .bind(projection.name())
             .execute(&mut *transaction)
             .await?;
+        let upstream = match projection.reads_after() {
+            Some(upstream) => Some(read_checkpoint(&mut transaction, upstream).await?),
+            None => None,
+        };
         loop {
-            let events = read_batch(&mut transaction, projection, cursor, REBUILD_BATCH_EVENTS)
-                .await?
-                .events;
+            let events = read_batch(
+                &mut transaction,
+                projection,
+                cursor,
+                upstream,
+                REBUILD_BATCH_EVENTS,
+            )
+            .await?
+            .events;
             let Some(last) = events.last() else {
                 break;
             };
@@ -1016,6 +1035,31 @@ async fn create_schema(
         .execute(&mut *connection)
         .await?;
     Ok(())
+}
+
+/// The projection's checkpoint and, if it reads after another, that one's: one query.
+async fn read_checkpoints(
+    connection: &mut PgConnection,
+    projection: &dyn Projection,
+) -> Result<(LogCursor, Option<LogCursor>), ProjectionError> {
+    let upstream = projection.reads_after();
+    let names: Vec<&str> = std::iter::once(projection.name()).chain(upstream).collect();
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT name, txid::text::bigint, position FROM public.projection_checkpoints \
+         WHERE name = ANY($1)",
+    )
+    .bind(&names)
+    .fetch_all(connection)
+    .await?;
+    let cursor_of = |name: &str| {
+        rows.iter()
+            .find(|(row_name, _, _)| row_name == name)
+            .map_or(LogCursor::START, |(_, txid, position)| LogCursor {
+                txid: *txid,
+                position: *position,
+            })
+    };
+    Ok((cursor_of(projection.name()), upstream.map(cursor_of)))
 }
 
 async fn read_checkpoint(

@@ -108,17 +108,18 @@ impl Projection for FanOut {
         Some(projections::api_objects::NAME)
     }
 
+    /// A batch lost to a database crash is lost with its checkpoint and fanned out again: at
+    /// worst its deliveries are sent twice, which receivers must tolerate anyway. So its
+    /// commit need not wait for the disk (the log and the api projection's do).
+    fn commits_asynchronously(&self) -> bool {
+        true
+    }
+
     async fn apply(
         &self,
         connection: &mut PgConnection,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
-        // A batch lost to a database crash is lost with its checkpoint and fanned out again:
-        // at worst its deliveries are sent twice, which receivers must tolerate anyway. So
-        // its commit need not wait for the disk (the log and the api projection's do).
-        sqlx::query("SET LOCAL synchronous_commit TO off")
-            .execute(&mut *connection)
-            .await?;
         let now = self.clock.now();
         let mut scopes: Vec<(String, bool)> = Vec::new();
         let mut scoped = Vec::with_capacity(events.len());
