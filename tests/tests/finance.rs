@@ -279,6 +279,12 @@ async fn refunds_give_back_their_share_of_vat_in_the_journal_and_the_report() {
     .await
     .unwrap();
     assert_eq!(refund_lines.len(), 9, "{refund_lines:?}");
+    // An event is booked once: booking one again (its first line again) is refused.
+    let again =
+        sqlx::query("INSERT INTO journal.lines SELECT * FROM journal.lines WHERE line = 1 LIMIT 1")
+            .execute(&pool)
+            .await;
+    assert!(again.is_err(), "an entry booked twice was accepted");
     assert!(refund_lines
         .iter()
         .all(|(stream, _)| stream.starts_with("payment_intent/pi_")));
