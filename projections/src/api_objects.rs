@@ -27,13 +27,11 @@ use domain::subscription::Subscription;
 use domain::tax_rate::TaxRate;
 use domain::test_clock::TestClock;
 use domain::webhook_endpoint::{WebhookEndpoint, WebhookEndpointEvent};
-use event_store::upcast::to_current_shape;
 use event_store::{EventMetadata, Mode, RecordedEvent};
-use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use sqlx::PgConnection;
 
-use crate::runtime::{Projection, ProjectionError};
+use crate::runtime::{decode, Projection, ProjectionError};
 use crate::stripe;
 
 pub const NAME: &str = "api";
@@ -158,16 +156,6 @@ impl State {
             State::CheckoutSession(state) => serde_json::to_value(state),
         }
     }
-}
-
-fn decode<E: DeserializeOwned>(
-    event: &RecordedEvent,
-    upcasters: &[Box<dyn EventUpcaster>],
-) -> Result<E, ProjectionError> {
-    let current = to_current_shape(event, upcasters)
-        .map_err(|error| ProjectionError::bad_event(event, error))?;
-    serde_json::from_value(current.payload)
-        .map_err(|error| ProjectionError::bad_event(event, error))
 }
 
 /// Collects a batch's writes; later writes to the same object win.

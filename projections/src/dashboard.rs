@@ -18,12 +18,10 @@ use cqrs_es::persist::EventUpcaster;
 use cqrs_es::Aggregate;
 use domain::customer::{Customer, CustomerEvent};
 use domain::payment_intent::{PaymentIntent, PaymentIntentEvent};
-use event_store::upcast::to_current_shape;
 use event_store::{EventMetadata, Mode, RecordedEvent};
-use serde::de::DeserializeOwned;
 use sqlx::PgConnection;
 
-use crate::runtime::{Projection, ProjectionError};
+use crate::runtime::{decode, Projection, ProjectionError};
 
 pub const NAME: &str = "dashboard";
 
@@ -47,16 +45,6 @@ impl Default for Dashboard {
             upcasters: domain::upcasters::all(),
         }
     }
-}
-
-fn decode<E: DeserializeOwned>(
-    event: &RecordedEvent,
-    upcasters: &[Box<dyn EventUpcaster>],
-) -> Result<E, ProjectionError> {
-    let current = to_current_shape(event, upcasters)
-        .map_err(|error| ProjectionError::bad_event(event, error))?;
-    serde_json::from_value(current.payload)
-        .map_err(|error| ProjectionError::bad_event(event, error))
 }
 
 /// The UTC day of a Unix time.

@@ -54,13 +54,11 @@ use cqrs_es::Aggregate;
 use domain::invoice::{Invoice, InvoiceEvent};
 use domain::payment_intent::{PaymentIntent, PaymentIntentEvent};
 use domain::settlement::{BankCredit, BankCreditEvent, Settlement, SettlementEvent};
-use event_store::upcast::to_current_shape;
 use event_store::{EventMetadata, Mode, RecordedEvent};
-use serde::de::DeserializeOwned;
 use sqlx::PgConnection;
 
 use crate::copy::BinaryCopy;
-use crate::runtime::{Projection, ProjectionError, Rebuilder};
+use crate::runtime::{decode, Projection, ProjectionError, Rebuilder};
 
 pub const NAME: &str = "journal";
 
@@ -312,23 +310,6 @@ pub fn is_money_moving(event: &RecordedEvent) -> bool {
         BankCredit::TYPE => true,
         _ => false,
     }
-}
-
-/// Decodes a payload, through the upcasters only when one applies to it.
-pub(crate) fn decode<E: DeserializeOwned>(
-    event: &RecordedEvent,
-    upcasters: &[Box<dyn EventUpcaster>],
-) -> Result<E, ProjectionError> {
-    if upcasters
-        .iter()
-        .any(|upcaster| upcaster.can_upcast(&event.event_type, &event.event_version))
-    {
-        let current = to_current_shape(event, upcasters)
-            .map_err(|error| ProjectionError::bad_event(event, error))?;
-        return serde_json::from_value(current.payload)
-            .map_err(|error| ProjectionError::bad_event(event, error));
-    }
-    serde_json::from_str(&event.payload).map_err(|error| ProjectionError::bad_event(event, error))
 }
 
 /// What the journal remembers of an invoice until it is paid or voided.

@@ -29,8 +29,7 @@ use domain::payment_intent::{PaymentIntent, PaymentIntentEvent};
 use event_store::{EventMetadata, LogCursor, Mode, RecordedEvent};
 use sqlx::PgPool;
 
-use crate::journal::decode;
-use crate::runtime::ProjectionError;
+use crate::runtime::{decode, ProjectionError};
 
 /// Events per read of the log.
 pub const REPORT_BATCH_EVENTS: i64 = 20_000;

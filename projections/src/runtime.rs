@@ -72,6 +72,25 @@ pub enum ProjectionError {
     Unknown(String),
 }
 
+/// An event's payload as `E`, through the upcasters only when one applies to it (most
+/// events are current: they are read straight from the stored text, with no detour through
+/// a JSON tree).
+pub fn decode<E: serde::de::DeserializeOwned>(
+    event: &RecordedEvent,
+    upcasters: &[Box<dyn cqrs_es::persist::EventUpcaster>],
+) -> Result<E, ProjectionError> {
+    if upcasters
+        .iter()
+        .any(|upcaster| upcaster.can_upcast(&event.event_type, &event.event_version))
+    {
+        let current = event_store::upcast::to_current_shape(event, upcasters)
+            .map_err(|error| ProjectionError::bad_event(event, error))?;
+        return serde_json::from_value(current.payload)
+            .map_err(|error| ProjectionError::bad_event(event, error));
+    }
+    serde_json::from_str(&event.payload).map_err(|error| ProjectionError::bad_event(event, error))
+}
+
 impl ProjectionError {
     pub fn bad_event(event: &RecordedEvent, reason: impl ToString) -> Self {
         ProjectionError::BadEvent {

@@ -27,12 +27,10 @@ use domain::settlement::{
     settlement_reference, BankCredit, BankCreditEvent, CreditDetails, FeeRule, MatchedBy,
     Settlement, SettlementEvent,
 };
-use event_store::upcast::to_current_shape;
 use event_store::{EventMetadata, Mode, RecordedEvent};
-use serde::de::DeserializeOwned;
 use sqlx::PgConnection;
 
-use crate::runtime::{Projection, ProjectionError};
+use crate::runtime::{decode, Projection, ProjectionError};
 
 pub const NAME: &str = "settlements";
 
@@ -64,16 +62,6 @@ impl Default for Settlements {
             upcasters: domain::upcasters::all(),
         }
     }
-}
-
-fn decode<E: DeserializeOwned>(
-    event: &RecordedEvent,
-    upcasters: &[Box<dyn EventUpcaster>],
-) -> Result<E, ProjectionError> {
-    let current = to_current_shape(event, upcasters)
-        .map_err(|error| ProjectionError::bad_event(event, error))?;
-    serde_json::from_value(current.payload)
-        .map_err(|error| ProjectionError::bad_event(event, error))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
