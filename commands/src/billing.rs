@@ -24,7 +24,8 @@ use domain::invoice::{
 use domain::invoice_item::{InvoiceItem, InvoiceItemCommand, NewInvoiceItem};
 use domain::money::Money;
 use domain::payment_intent::{
-    CaptureMethod, IntentStatus, NewIntent, PaymentIntent, PaymentIntentCommand, PaymentIntentEvent,
+    CaptureMethod, ChargeOutcome, IntentStatus, NewIntent, PaymentIntent, PaymentIntentCommand,
+    PaymentIntentEvent,
 };
 use domain::payment_method::PaymentMethod;
 use domain::price::Price;
@@ -43,7 +44,7 @@ use event_store::store::Appended;
 use crate::idempotency::{ClaimToken, IdempotencyStore, StoredResponse};
 use crate::ids;
 use crate::payments::{Actor, PaymentError, PaymentService};
-use crate::unit::{back_off, UnitError, UnitOfWork, MAX_UNIT_ATTEMPTS};
+use crate::unit::{back_off, Known, UnitError, UnitOfWork, MAX_UNIT_ATTEMPTS};
 
 impl From<UnitError> for PaymentError {
     fn from(error: UnitError) -> Self {
@@ -271,6 +272,7 @@ async fn new_intent(
     at: i64,
 ) -> Result<String, PaymentError> {
     let intent_id = ids::new_id("pi");
+    unit.begin_new::<PaymentIntent>(&intent_id)?;
     let description = match invoice.billing_reason {
         BillingReason::SubscriptionCreate => "Subscription creation".to_string(),
         BillingReason::SubscriptionCycle | BillingReason::SubscriptionUpdate => {
@@ -612,6 +614,23 @@ async fn checkpoint(
             .map_err(|error| PaymentError::Internal(error.to_string()))?;
     }
     Ok(())
+}
+
+/// One subscription due for renewal: the period end it renews and the pending invoice
+/// items (prorations) its invoice takes in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueRenewal {
+    pub subscription: String,
+    pub period_end: i64,
+    pub pending_items: Vec<String>,
+}
+
+pub type RenewalResult = Result<JobOutcome, PaymentError>;
+
+/// What the opening transaction of a batch left for one renewal.
+enum Opened {
+    Nothing(JobOutcome),
+    Charge(Box<PaymentIntent>, Box<PaymentMethod>),
 }
 
 /// The outcome of one scheduled job.
@@ -977,74 +996,15 @@ impl BillingService {
         let bus = self.payments.bus().clone();
         let invoice_id = ids::new_id("in");
         let (pending, _appended) = in_unit!(bus, actor, |unit| {
-            let subscription =
-                load_owned::<Subscription>(&mut unit, actor, "subscription", subscription_id)
-                    .await?;
-            if subscription.status.is_final() || subscription.current_period_end != period_end {
-                return Ok(Err(JobOutcome::AlreadyDone));
-            }
-            let at = now_on(&mut unit, subscription.test_clock.as_deref()).await?;
-            if at < period_end {
-                return Ok(Err(JobOutcome::AlreadyDone));
-            }
-            if subscription.cancel_at_period_end {
-                decide::<Subscription>(
-                    &mut unit,
-                    subscription_id,
-                    SubscriptionCommand::Cancel {
-                        reason: Some("cancellation_requested".into()),
-                        at: period_end,
-                    },
-                )
-                .await?;
-                return Ok(Ok(None));
-            }
-            if !matches!(
-                subscription.status,
-                SubscriptionStatus::Active
-                    | SubscriptionStatus::PastDue
-                    | SubscriptionStatus::Trialing
-            ) {
-                return Ok(Err(JobOutcome::AlreadyDone));
-            }
-            decide::<Subscription>(
+            open_renewal(
                 &mut unit,
+                actor,
                 subscription_id,
-                SubscriptionCommand::Renew {
-                    from_period_end: period_end,
-                    invoice: invoice_id.clone(),
-                    at,
-                },
-            )
-            .await?;
-            let renewed = unit.load::<Subscription>(subscription_id).await?.clone();
-            open_period_invoice(
-                &mut unit,
-                actor,
-                &renewed,
+                period_end,
+                pending_items,
                 &invoice_id,
-                BillingReason::SubscriptionCycle,
-                false,
-                &[],
-                at,
-            )
-            .await?;
-            for item_id in pending_items {
-                add_pending_item(&mut unit, &invoice_id, item_id, subscription_id, at).await?;
-            }
-            finalize(&mut unit, actor, &invoice_id, at).await?;
-            let method = payment_method_for(&mut unit, &renewed).await?;
-            start_invoice_payment(
-                &mut unit,
-                actor,
-                &invoice_id,
-                method.as_deref(),
-                true,
-                None,
-                at,
             )
             .await
-            .map(Ok)
         })?;
         match pending {
             Err(outcome) => Ok(outcome),
@@ -1056,6 +1016,140 @@ impl BillingService {
                 Ok(JobOutcome::Done)
             }
         }
+    }
+
+    /// Renews many due subscriptions of the actor's project and mode together, making the
+    /// same decisions as [`Self::renew`] with far fewer commits: one transaction opens every
+    /// period, invoice and attempt; the gateway calls run side by side; one transaction
+    /// records every outcome. If the opening transaction cannot commit as a whole (a
+    /// subscription changed meanwhile, one renewal refused), nothing of it is kept and each
+    /// renewal runs alone through [`Self::renew`]. Exactly once as before: every attempt is
+    /// committed before its gateway call, and a renewal names the period it renews.
+    pub async fn renew_batch(&self, actor: &Actor, due: &[DueRenewal]) -> Vec<RenewalResult> {
+        match self.open_renewals(actor, due).await {
+            Ok((opened, known)) => {
+                let mut results: Vec<RenewalResult> = Vec::with_capacity(due.len());
+                let mut charges = Vec::new();
+                for (index, opened) in opened.into_iter().enumerate() {
+                    match opened {
+                        Opened::Nothing(outcome) => results.push(Ok(outcome)),
+                        Opened::Charge(intent, method) => {
+                            charges.push((index, intent, method));
+                            results.push(Ok(JobOutcome::Done));
+                        }
+                    }
+                }
+                let sent: Vec<(usize, PaymentIntent, Result<ChargeOutcome, PaymentError>)> =
+                    futures::future::join_all(charges.into_iter().map(
+                        |(index, intent, method)| async move {
+                            let outcome = self
+                                .payments
+                                .charge_new_attempt(actor, &intent, &method)
+                                .await;
+                            (index, *intent, outcome)
+                        },
+                    ))
+                    .await;
+                let mut to_record = Vec::with_capacity(sent.len());
+                let mut recorded_for = Vec::with_capacity(sent.len());
+                for (index, intent, outcome) in sent {
+                    match outcome {
+                        Ok(outcome) => {
+                            to_record.push((intent, outcome));
+                            recorded_for.push(index);
+                        }
+                        // The attempt stays open; the recovery worker asks the gateway.
+                        Err(error) => results[index] = Err(error),
+                    }
+                }
+                let recorded = self.payments.record_outcomes(actor, to_record, known).await;
+                for (index, result) in recorded_for.into_iter().zip(recorded) {
+                    if let Err(error) = result {
+                        results[index] = Err(error);
+                    }
+                }
+                results
+            }
+            Err(error) => {
+                tracing::debug!(%error, "a batch of renewals did not open together; renewing each alone");
+                let mut results = Vec::with_capacity(due.len());
+                for renewal in due {
+                    results.push(
+                        self.renew(
+                            actor,
+                            &renewal.subscription,
+                            renewal.period_end,
+                            &renewal.pending_items,
+                        )
+                        .await,
+                    );
+                }
+                results
+            }
+        }
+    }
+
+    /// The opening transaction of [`Self::renew_batch`]: every stream the renewals read is
+    /// fetched in a few queries, every decision made, and everything committed at once.
+    async fn open_renewals(
+        &self,
+        actor: &Actor,
+        due: &[DueRenewal],
+    ) -> Result<(Vec<Opened>, Known), PaymentError> {
+        let mut unit = self.payments.bus().unit(&actor.metadata()).await?;
+        let subscriptions: Vec<&str> = due
+            .iter()
+            .map(|renewal| renewal.subscription.as_str())
+            .collect();
+        unit.preload::<Subscription>(&subscriptions).await?;
+        let mut customers = Vec::with_capacity(due.len());
+        let mut methods = Vec::with_capacity(due.len());
+        for id in &subscriptions {
+            let subscription = unit.load::<Subscription>(id).await?;
+            customers.push(subscription.customer.clone());
+            methods.extend(subscription.default_payment_method.clone());
+        }
+        let customer_ids: Vec<&str> = customers.iter().map(String::as_str).collect();
+        unit.preload::<Customer>(&customer_ids).await?;
+        for id in &customer_ids {
+            methods.extend(
+                unit.load::<Customer>(id)
+                    .await?
+                    .default_payment_method
+                    .clone(),
+            );
+        }
+        let method_ids: Vec<&str> = methods.iter().map(String::as_str).collect();
+        unit.preload::<PaymentMethod>(&method_ids).await?;
+
+        let mut opened = Vec::with_capacity(due.len());
+        for renewal in due {
+            let invoice_id = ids::new_id("in");
+            let decided = open_renewal(
+                &mut unit,
+                actor,
+                &renewal.subscription,
+                renewal.period_end,
+                &renewal.pending_items,
+                &invoice_id,
+            )
+            .await?;
+            opened.push(match decided {
+                Err(outcome) => Opened::Nothing(outcome),
+                Ok(None) => Opened::Nothing(JobOutcome::Done),
+                Ok(Some(intent_id)) => {
+                    let intent = unit.load::<PaymentIntent>(&intent_id).await?.clone();
+                    let method_id = intent
+                        .pending_charge()
+                        .map(|charge| charge.payment_method.clone())
+                        .ok_or_else(|| PaymentError::Internal("no pending attempt".into()))?;
+                    let method = unit.load::<PaymentMethod>(&method_id).await?.clone();
+                    Opened::Charge(Box::new(intent), Box::new(method))
+                }
+            });
+        }
+        let (_, known) = unit.commit_keeping().await?;
+        Ok((opened, known))
     }
 
     /// The scheduler's dunning retry of an invoice whose next attempt was due at `due_at`.
@@ -1781,6 +1875,78 @@ async fn open_period_invoice(
         finalize(unit, actor, invoice_id, at).await?;
     }
     Ok(())
+}
+
+/// What a renewal decides in its unit: the subscription's new period, its invoice (numbered)
+/// and the payment intent with its attempt; or, for `cancel_at_period_end`, the
+/// cancellation. `Ok(Err(outcome))`: nothing to do. `Ok(Ok(Some(intent)))`: a charge is
+/// pending once the unit commits.
+async fn open_renewal(
+    unit: &mut UnitOfWork,
+    actor: &Actor,
+    subscription_id: &str,
+    period_end: i64,
+    pending_items: &[String],
+    invoice_id: &str,
+) -> Result<Result<Option<String>, JobOutcome>, PaymentError> {
+    unit.begin_new::<Invoice>(invoice_id)?;
+    let subscription =
+        load_owned::<Subscription>(unit, actor, "subscription", subscription_id).await?;
+    if subscription.status.is_final() || subscription.current_period_end != period_end {
+        return Ok(Err(JobOutcome::AlreadyDone));
+    }
+    let at = now_on(unit, subscription.test_clock.as_deref()).await?;
+    if at < period_end {
+        return Ok(Err(JobOutcome::AlreadyDone));
+    }
+    if subscription.cancel_at_period_end {
+        decide::<Subscription>(
+            unit,
+            subscription_id,
+            SubscriptionCommand::Cancel {
+                reason: Some("cancellation_requested".into()),
+                at: period_end,
+            },
+        )
+        .await?;
+        return Ok(Ok(None));
+    }
+    if !matches!(
+        subscription.status,
+        SubscriptionStatus::Active | SubscriptionStatus::PastDue | SubscriptionStatus::Trialing
+    ) {
+        return Ok(Err(JobOutcome::AlreadyDone));
+    }
+    decide::<Subscription>(
+        unit,
+        subscription_id,
+        SubscriptionCommand::Renew {
+            from_period_end: period_end,
+            invoice: invoice_id.to_string(),
+            at,
+        },
+    )
+    .await?;
+    let renewed = unit.load::<Subscription>(subscription_id).await?.clone();
+    open_period_invoice(
+        unit,
+        actor,
+        &renewed,
+        invoice_id,
+        BillingReason::SubscriptionCycle,
+        false,
+        &[],
+        at,
+    )
+    .await?;
+    for item_id in pending_items {
+        add_pending_item(unit, invoice_id, item_id, subscription_id, at).await?;
+    }
+    finalize(unit, actor, invoice_id, at).await?;
+    let method = payment_method_for(unit, &renewed).await?;
+    start_invoice_payment(unit, actor, invoice_id, method.as_deref(), true, None, at)
+        .await
+        .map(Ok)
 }
 
 /// Which card a subscription's invoice is charged to: the subscription's default, else the

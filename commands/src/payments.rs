@@ -28,7 +28,7 @@ use crate::execute::{
     CommandBus, CommandError, ExecuteError, Executed, InTransaction, NoExtraWork,
 };
 use crate::ids;
-use crate::unit::{back_off, UnitError, MAX_UNIT_ATTEMPTS};
+use crate::unit::{back_off, Known, UnitError, MAX_UNIT_ATTEMPTS};
 
 /// The gateway clients by mode. Test keys never reach the live gateway: the test client
 /// points at the simulator (or Cardstream's test account), the live one is optional.
@@ -553,6 +553,41 @@ impl PaymentService {
         let (method, _) = self
             .load_owned::<PaymentMethod>(actor, "payment_method", &charge.payment_method)
             .await?;
+        self.send_attempt(gateway, intent, &method, off_session)
+            .await
+    }
+
+    /// Charges a renewal's attempt that this process committed moments ago (so it was never
+    /// sent), with the card the attempt names as the caller already read it.
+    pub(crate) async fn charge_new_attempt(
+        &self,
+        actor: &Actor,
+        intent: &PaymentIntent,
+        method: &PaymentMethod,
+    ) -> Result<ChargeOutcome, PaymentError> {
+        let gateway = self.gateways.for_mode(actor.livemode)?;
+        let charge = intent
+            .pending_charge()
+            .ok_or_else(|| PaymentError::Internal("no pending attempt to charge".into()))?;
+        if charge.payment_method != method.id {
+            return Err(PaymentError::Internal(
+                "the attempt names another payment method".into(),
+            ));
+        }
+        self.send_attempt(gateway, intent, method, true).await
+    }
+
+    /// Sends the intent's pending attempt to the gateway with `method`'s token.
+    async fn send_attempt(
+        &self,
+        gateway: &Client,
+        intent: &PaymentIntent,
+        method: &PaymentMethod,
+        off_session: bool,
+    ) -> Result<ChargeOutcome, PaymentError> {
+        let charge = intent
+            .pending_charge()
+            .ok_or_else(|| PaymentError::Internal("no pending attempt to charge".into()))?;
         let source = if off_session {
             PaymentSource::StoredCardUnscheduled {
                 xref: method.gateway_token.clone(),
@@ -728,6 +763,158 @@ impl PaymentService {
             }
         }
         Ok(executed)
+    }
+
+    /// Records many charges' outcomes (a billing batch's) with their billing effects in one
+    /// transaction, then the cards' newest tokens in another (best effort, as in
+    /// [`Self::charge_and_settle`]). Should the batch not commit (a stream changed under it,
+    /// an outcome refused), nothing of it is kept and each outcome is recorded alone, with
+    /// the usual retries.
+    pub(crate) async fn record_outcomes(
+        &self,
+        actor: &Actor,
+        outcomes: Vec<(PaymentIntent, ChargeOutcome)>,
+        mut known: Known,
+    ) -> Vec<Result<(), PaymentError>> {
+        if outcomes.is_empty() {
+            return Vec::new();
+        }
+        let at = chrono::Utc::now().timestamp();
+        let cards = known.take_type(PaymentMethod::TYPE);
+        let together = async {
+            let mut unit = self.bus.unit(&actor.metadata()).await?;
+            unit.seed(known);
+            let intents: Vec<&str> = outcomes
+                .iter()
+                .map(|(intent, _)| intent.id.as_str())
+                .collect();
+            unit.preload::<PaymentIntent>(&intents).await?;
+            let invoices: Vec<&str> = outcomes
+                .iter()
+                .filter_map(|(intent, _)| intent.invoice.as_deref())
+                .collect();
+            unit.preload::<domain::invoice::Invoice>(&invoices).await?;
+            let mut subscriptions = Vec::with_capacity(invoices.len());
+            for invoice in &invoices {
+                if let Some(subscription) = unit
+                    .load::<domain::invoice::Invoice>(invoice)
+                    .await?
+                    .subscription
+                    .clone()
+                {
+                    subscriptions.push(subscription);
+                }
+            }
+            let subscriptions: Vec<&str> = subscriptions.iter().map(String::as_str).collect();
+            unit.preload::<domain::subscription::Subscription>(&subscriptions)
+                .await?;
+            for (intent, outcome) in &outcomes {
+                let charge = intent
+                    .pending_charge()
+                    .ok_or_else(|| PaymentError::Internal("no pending attempt".into()))?;
+                let events = unit
+                    .decide::<PaymentIntent>(
+                        &intent.id,
+                        PaymentIntentCommand::RecordChargeOutcome {
+                            charge_id: charge.id.clone(),
+                            outcome: outcome.clone(),
+                            at,
+                        },
+                    )
+                    .await?
+                    .map_err(|rule| PaymentError::InvalidRequest(rule.to_string()))?;
+                let decided = unit.load::<PaymentIntent>(&intent.id).await?.clone();
+                crate::billing::react_to_intent(&mut unit, &decided, &events).await?;
+            }
+            unit.commit().await?;
+            Ok::<(), PaymentError>(())
+        };
+        let batch = together.await;
+        if let Err(error) = batch {
+            tracing::debug!(%error, "a batch of outcomes did not commit together; recording each alone");
+            let mut results = Vec::with_capacity(outcomes.len());
+            for (intent, outcome) in outcomes {
+                let recorded = self
+                    .record_outcome(actor, &intent, outcome, NoExtraWork)
+                    .await
+                    .map(|_| ())
+                    .map_err(|error| match error {
+                        FinalStepError::Payment(error) => error,
+                        FinalStepError::Step(error) => PaymentError::Internal(error.to_string()),
+                    });
+                results.push(recorded);
+            }
+            return results;
+        }
+        self.refresh_tokens(actor, &outcomes, cards).await;
+        outcomes.iter().map(|_| Ok(())).collect()
+    }
+
+    /// Keeps each card's newest token after a batch of approvals (Cardstream chains repeat
+    /// payments through it): one event per card, whatever the number of its charges.
+    async fn refresh_tokens(
+        &self,
+        actor: &Actor,
+        outcomes: &[(PaymentIntent, ChargeOutcome)],
+        cards: Known,
+    ) {
+        let mut newest: Vec<(String, String)> = Vec::new();
+        for (intent, outcome) in outcomes {
+            let (ChargeOutcome::Approved { gateway_token, .. }, Some(charge)) =
+                (outcome, intent.pending_charge())
+            else {
+                continue;
+            };
+            if gateway_token.is_empty() {
+                continue;
+            }
+            match newest
+                .iter_mut()
+                .find(|(method, _)| *method == charge.payment_method)
+            {
+                Some(entry) => entry.1 = gateway_token.clone(),
+                None => newest.push((charge.payment_method.clone(), gateway_token.clone())),
+            }
+        }
+        if newest.is_empty() {
+            return;
+        }
+        let at = chrono::Utc::now().timestamp();
+        let mut cards = Some(cards);
+        for attempt in 1..=MAX_UNIT_ATTEMPTS {
+            // The cards as the batch read them, at first; read afresh after a race.
+            let seeded = cards.take();
+            let together = async {
+                let mut unit = self.bus.unit(&actor.metadata()).await?;
+                if let Some(seeded) = seeded {
+                    unit.seed(seeded);
+                }
+                let methods: Vec<&str> = newest.iter().map(|(method, _)| method.as_str()).collect();
+                unit.preload::<PaymentMethod>(&methods).await?;
+                for (method, gateway_token) in &newest {
+                    // A card detached meanwhile refuses: its token no longer matters.
+                    let _ = unit
+                        .decide::<PaymentMethod>(
+                            method,
+                            PaymentMethodCommand::RefreshToken {
+                                gateway_token: gateway_token.clone(),
+                                at,
+                            },
+                        )
+                        .await?;
+                }
+                unit.commit().await
+            };
+            let batch = together.await;
+            match batch {
+                Ok(_) => return,
+                Err(UnitError::Conflict) if attempt < MAX_UNIT_ATTEMPTS => back_off(attempt).await,
+                Err(error) => {
+                    tracing::warn!(%error, "could not record the cards' new tokens");
+                    return;
+                }
+            }
+        }
     }
 
     /// Completes 3-D Secure: the ACS posted `acs_fields` back to us.

@@ -56,11 +56,39 @@ struct Loaded {
     owner: Option<Owner>,
 }
 
+/// Aggregates as a committed unit left them: the next unit of a batch (its outcomes after
+/// its opening) is [seeded](UnitOfWork::seed) with them instead of reading them again.
+#[derive(Default)]
+pub struct Known {
+    streams: HashMap<(&'static str, String), Loaded>,
+}
+
+impl Known {
+    /// Splits off the aggregates of one type, for another unit.
+    pub fn take_type(&mut self, aggregate_type: &str) -> Known {
+        let keys: Vec<(&'static str, String)> = self
+            .streams
+            .keys()
+            .filter(|(kind, _)| *kind == aggregate_type)
+            .cloned()
+            .collect();
+        let mut taken = Known::default();
+        for key in keys {
+            if let Some(loaded) = self.streams.remove(&key) {
+                taken.streams.insert(key, loaded);
+            }
+        }
+        taken
+    }
+}
+
 pub struct UnitOfWork {
     bus: CommandBus,
     transaction: Transaction<'static, Postgres>,
     metadata: EventMetadata,
     streams: HashMap<(&'static str, String), Loaded>,
+    /// Counter streams this unit holds the lock of, with the version it has staged up to.
+    counters: HashMap<(&'static str, String), i64>,
     staged: Vec<NewEvent>,
 }
 
@@ -72,6 +100,7 @@ impl CommandBus {
             transaction: self.store().pool().begin().await?,
             metadata: metadata.clone(),
             streams: HashMap::new(),
+            counters: HashMap::new(),
             staged: Vec::new(),
         })
     }
@@ -154,18 +183,20 @@ impl UnitOfWork {
         stream_id: &str,
         make: impl FnOnce(i64) -> E,
     ) -> Result<i64, UnitError> {
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))")
-            .bind(format!("{stream_type}/{stream_id}"))
-            .execute(&mut *self.transaction)
-            .await?;
-        let already_staged = self
-            .staged
-            .iter()
-            .filter(|event| event.aggregate_type == stream_type && event.aggregate_id == stream_id)
-            .count();
-        let version =
-            EventStore::stream_version_in(&mut self.transaction, stream_type, stream_id).await?;
-        let next = version + i64::try_from(already_staged).unwrap_or(0) + 1;
+        let key = (stream_type, stream_id.to_string());
+        let next = match self.counters.get(&key) {
+            // Locked and read earlier in this unit: the lock is still held.
+            Some(version) => version + 1,
+            None => {
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))")
+                    .bind(format!("{stream_type}/{stream_id}"))
+                    .execute(&mut *self.transaction)
+                    .await?;
+                EventStore::stream_version_in(&mut self.transaction, stream_type, stream_id).await?
+                    + 1
+            }
+        };
+        self.counters.insert(key, next);
         let event = make(next);
         self.staged.push(NewEvent {
             aggregate_type: stream_type.to_string(),
@@ -216,6 +247,80 @@ impl UnitOfWork {
         Ok(appended)
     }
 
+    /// Appends everything staged and commits, handing back the aggregates as this unit
+    /// leaves them (see [`Known`]).
+    pub async fn commit_keeping(mut self) -> Result<(Vec<Appended>, Known), UnitError> {
+        let owner = Owner {
+            project: self.metadata.project.clone(),
+            livemode: self.metadata.mode.is_some_and(|mode| mode.is_live()),
+        };
+        let mut streams = std::mem::take(&mut self.streams);
+        let appended = self.commit().await?;
+        for loaded in streams.values_mut() {
+            // A stream this unit began is now owned as its first event says.
+            if loaded.owner.is_none() && loaded.version > 0 {
+                loaded.owner = Some(owner.clone());
+            }
+        }
+        Ok((appended, Known { streams }))
+    }
+
+    /// Takes in aggregates an earlier unit committed (those this unit has not read yet), so
+    /// that deciding on them again reads nothing. Should any of their streams have moved on
+    /// since, this unit's commit fails with [`UnitError::Conflict`] like any other race.
+    pub fn seed(&mut self, known: Known) {
+        for (key, loaded) in known.streams {
+            self.streams.entry(key).or_insert(loaded);
+        }
+    }
+
+    /// Reads the streams of many aggregates of one type in one query, so that a batch
+    /// deciding on all of them does not pay a round trip for each. Streams already loaded
+    /// keep what the unit knows of them.
+    pub async fn preload<A>(&mut self, ids: &[&str]) -> Result<(), UnitError>
+    where
+        A: Aggregate + Send + 'static,
+    {
+        let mut wanted: Vec<&str> = ids
+            .iter()
+            .copied()
+            .filter(|id| !self.streams.contains_key(&(A::TYPE, (*id).to_string())))
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let events = EventStore::load_streams_in(&mut self.transaction, A::TYPE, &wanted).await?;
+        let mut rest = events.as_slice();
+        for id in wanted {
+            let count = rest
+                .iter()
+                .take_while(|event| event.aggregate_id == id)
+                .count();
+            let (stream, after) = rest.split_at(count);
+            rest = after;
+            let loaded = self.loaded_from::<A>(stream)?;
+            self.streams.insert((A::TYPE, id.to_string()), loaded);
+        }
+        Ok(())
+    }
+
+    /// Registers a stream this process has just named (a fresh random id) as empty, without
+    /// reading it. Should it exist after all, the commit's insert collides with its first
+    /// event and the unit fails with [`UnitError::Conflict`]: nothing is overwritten.
+    pub fn begin_new<A>(&mut self, id: &str) -> Result<(), UnitError>
+    where
+        A: Aggregate + Send + 'static,
+    {
+        let key = (A::TYPE, id.to_string());
+        if !self.streams.contains_key(&key) {
+            let loaded = self.loaded_from::<A>(&[])?;
+            self.streams.insert(key, loaded);
+        }
+        Ok(())
+    }
+
     async fn ensure_loaded<A>(&mut self, id: &str) -> Result<(), UnitError>
     where
         A: Aggregate + Send + 'static,
@@ -225,6 +330,15 @@ impl UnitOfWork {
             return Ok(());
         }
         let events = EventStore::load_stream_in(&mut self.transaction, A::TYPE, id).await?;
+        let loaded = self.loaded_from::<A>(&events)?;
+        self.streams.insert(key, loaded);
+        Ok(())
+    }
+
+    fn loaded_from<A>(&self, events: &[event_store::RecordedEvent]) -> Result<Loaded, UnitError>
+    where
+        A: Aggregate + Send + 'static,
+    {
         let owner = events
             .first()
             .and_then(|event| event.metadata().ok())
@@ -232,7 +346,7 @@ impl UnitOfWork {
                 project: metadata.project,
                 livemode: metadata.mode.is_some_and(|mode| mode.is_live()),
             });
-        let (state, version) = self.bus.fold::<A>(&events).map_err(|error| match error {
+        let (state, version) = self.bus.fold::<A>(events).map_err(|error| match error {
             crate::CommandError::Corrupt {
                 stream,
                 sequence,
@@ -244,15 +358,11 @@ impl UnitOfWork {
             },
             other => UnitError::Append(other.to_string()),
         })?;
-        self.streams.insert(
-            key,
-            Loaded {
-                state: Box::new(state),
-                version,
-                owner,
-            },
-        );
-        Ok(())
+        Ok(Loaded {
+            state: Box::new(state),
+            version,
+            owner,
+        })
     }
 
     fn state<A: Aggregate + 'static>(&self, id: &str) -> Result<&A, UnitError> {

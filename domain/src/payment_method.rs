@@ -55,6 +55,9 @@ pub enum PaymentMethodCommand {
     },
     /// After a successful charge, the newest token: Cardstream chains repeat payments
     /// through the latest `xref`, which stays usable for 13 months from its transaction.
+    /// A token less than [`TOKEN_REFRESH_SECONDS`] old is kept: a card charged for many
+    /// subscriptions in one billing run then gets one event, not one per charge, and the
+    /// stored token is never more than a day behind the newest.
     RefreshToken {
         gateway_token: String,
         at: i64,
@@ -124,6 +127,10 @@ pub enum PaymentMethodError {
     Detached,
 }
 
+/// How old a card's stored token must be before a newer one replaces it (one day; the
+/// token lives 13 months).
+pub const TOKEN_REFRESH_SECONDS: i64 = 86_400;
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentMethod {
     pub id: String,
@@ -135,6 +142,9 @@ pub struct PaymentMethod {
     pub customer: Option<String>,
     pub created: i64,
     pub detached: bool,
+    /// When the stored token was issued (created, or last refreshed).
+    #[serde(default)]
+    pub token_at: i64,
 }
 
 impl PaymentMethod {
@@ -223,7 +233,9 @@ impl Aggregate for PaymentMethod {
                 if !self.exists() {
                     return Err(PaymentMethodError::NotFound);
                 }
-                if gateway_token == self.gateway_token {
+                if gateway_token == self.gateway_token
+                    || at < self.token_at.saturating_add(TOKEN_REFRESH_SECONDS)
+                {
                     return Ok(());
                 }
                 PaymentMethodEvent::PaymentMethodTokenRefreshed { gateway_token, at }
@@ -251,6 +263,7 @@ impl Aggregate for PaymentMethod {
                 self.billing_details = billing_details;
                 self.metadata = metadata;
                 self.created = created;
+                self.token_at = created;
             }
             PaymentMethodEvent::PaymentMethodAttached { customer_id, .. } => {
                 self.customer = Some(customer_id);
@@ -262,8 +275,9 @@ impl Aggregate for PaymentMethod {
             PaymentMethodEvent::PaymentMethodUpdated { metadata, .. } => {
                 crate::customer::apply_metadata_changes(&mut self.metadata, &metadata, false);
             }
-            PaymentMethodEvent::PaymentMethodTokenRefreshed { gateway_token, .. } => {
+            PaymentMethodEvent::PaymentMethodTokenRefreshed { gateway_token, at } => {
                 self.gateway_token = gateway_token;
+                self.token_at = at;
             }
         }
     }
@@ -327,5 +341,38 @@ mod tests {
                 at: 4,
             })
             .then_expect_error(PaymentMethodError::Detached);
+    }
+
+    #[test]
+    fn a_newer_token_replaces_one_a_day_old_and_not_sooner() {
+        let refresh = |token: &str, at: i64| PaymentMethodCommand::RefreshToken {
+            gateway_token: token.into(),
+            at,
+        };
+        // Created at 1: a token an hour later is not worth an event.
+        TestFramework::<PaymentMethod>::with(())
+            .given(vec![created()])
+            .when(refresh("xref2", 3_601))
+            .then_expect_events(vec![]);
+        // A day later it is, and the day counts again from the refresh.
+        let refreshed = PaymentMethodEvent::PaymentMethodTokenRefreshed {
+            gateway_token: "xref2".into(),
+            at: 1 + TOKEN_REFRESH_SECONDS,
+        };
+        TestFramework::<PaymentMethod>::with(())
+            .given(vec![created()])
+            .when(refresh("xref2", 1 + TOKEN_REFRESH_SECONDS))
+            .then_expect_events(vec![refreshed.clone()]);
+        TestFramework::<PaymentMethod>::with(())
+            .given(vec![created(), refreshed.clone()])
+            .when(refresh("xref3", TOKEN_REFRESH_SECONDS + 100))
+            .then_expect_events(vec![]);
+        TestFramework::<PaymentMethod>::with(())
+            .given(vec![created(), refreshed])
+            .when(refresh("xref3", 1 + 2 * TOKEN_REFRESH_SECONDS))
+            .then_expect_events(vec![PaymentMethodEvent::PaymentMethodTokenRefreshed {
+                gateway_token: "xref3".into(),
+                at: 1 + 2 * TOKEN_REFRESH_SECONDS,
+            }]);
     }
 }

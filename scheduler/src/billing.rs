@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use commands::billing::{BillingService, JobOutcome};
+use commands::billing::{BillingService, DueRenewal, JobOutcome};
 use commands::payments::Actor;
 use domain::test_clock::{TestClock, TestClockCommand};
 use futures::StreamExt;
@@ -29,10 +29,14 @@ use crate::clock::Clock;
 /// refused by its aggregate, never done twice.
 const LEASE_SECONDS: i64 = 15;
 /// Jobs taken per query.
-const JOBS_PER_PASS: i64 = 500;
+const JOBS_PER_PASS: i64 = 2_000;
 /// Passes that find only work already done before the run gives up waiting for the read
 /// model to show it.
 const MAX_IDLE_PASSES: u32 = 200;
+/// Renewals of one project decided, charged and recorded together.
+const RENEWALS_PER_BATCH: usize = 50;
+/// Batches of one project under way at once: one taking invoice numbers, one at the gateway.
+const BATCHES_IN_FLIGHT_PER_PROJECT: usize = 2;
 /// Pending invoice items (prorations) a renewal invoice takes in; any beyond wait for the
 /// next one.
 const MAX_PENDING_ITEMS_PER_RENEWAL: i64 = 250;
@@ -223,17 +227,148 @@ impl BillingRunner {
         ))
     }
 
+    /// Runs a pass's jobs: renewals in batches per project and mode (see
+    /// [`BillingService::renew_batch`]), everything else one by one, `concurrency` at once.
     async fn work(&self, jobs: Vec<Job>) -> RunReport {
-        let reports: Vec<RunReport> = futures::stream::iter(jobs)
-            .map(|job| async move { self.run_job(job).await })
-            .buffer_unordered(self.concurrency)
-            .collect()
-            .await;
+        let (renewals, others): (Vec<Job>, Vec<Job>) =
+            jobs.into_iter().partition(|job| job.kind == "renew");
+        let mut by_project: std::collections::BTreeMap<(String, bool), Vec<Job>> =
+            std::collections::BTreeMap::new();
+        for job in renewals {
+            by_project
+                .entry((job.project.clone(), job.livemode))
+                .or_default()
+                .push(job);
+        }
+        // A project's batches take its invoice numbers in turn (the counter's lock is held
+        // from a batch's first number to its commit), so each project runs one batch opening
+        // while its previous batch is at the gateway; projects run side by side.
+        let projects: Vec<Vec<Job>> = by_project.into_values().collect();
+        let project_concurrency = (self.concurrency / 2).max(1);
+        let (batched, single) = futures::join!(
+            futures::stream::iter(projects)
+                .map(|jobs| {
+                    // A task of its own, so projects use every core.
+                    let runner = self.clone();
+                    let count = jobs.len() as u64;
+                    let project = tokio::spawn(async move {
+                        let batches: Vec<Vec<Job>> =
+                            jobs.chunks(RENEWALS_PER_BATCH).map(<[Job]>::to_vec).collect();
+                        let runner = &runner;
+                        futures::stream::iter(batches)
+                            .map(|batch| async move { runner.run_renewals(batch).await })
+                            .buffered(BATCHES_IN_FLIGHT_PER_PROJECT)
+                            .collect::<Vec<RunReport>>()
+                            .await
+                    });
+                    async move {
+                        project.await.unwrap_or_else(|error| {
+                            tracing::warn!(%error, "a billing task ended early; its renewals stay due");
+                            vec![RunReport {
+                                failed: count,
+                                ..RunReport::default()
+                            }]
+                        })
+                    }
+                })
+                .buffer_unordered(project_concurrency)
+                .collect::<Vec<Vec<RunReport>>>(),
+            futures::stream::iter(others)
+                .map(|job| async move { self.run_job(job).await })
+                .buffer_unordered(self.concurrency)
+                .collect::<Vec<RunReport>>()
+        );
+        let batched: Vec<RunReport> = batched.into_iter().flatten().collect();
         let mut report = RunReport::default();
-        for one in reports {
+        for one in batched.into_iter().chain(single) {
             report.absorb(one);
         }
         report
+    }
+
+    /// Renews one project's batch of due subscriptions together.
+    async fn run_renewals(&self, jobs: Vec<Job>) -> RunReport {
+        let mut report = RunReport::default();
+        let Some(first) = jobs.first() else {
+            return report;
+        };
+        let actor = Actor {
+            project: first.project.clone(),
+            livemode: first.livemode,
+            actor: "system:billing".into(),
+            request_id: commands::ids::new_id("req"),
+            idempotency_key: None,
+        };
+        let pending = match self.pending_items_of_all(&jobs).await {
+            Ok(pending) => pending,
+            Err(error) => {
+                tracing::warn!(%error, "could not read pending invoice items; the renewals stay due");
+                report.failed = jobs.len() as u64;
+                return report;
+            }
+        };
+        let due: Vec<DueRenewal> = jobs
+            .iter()
+            .map(|job| DueRenewal {
+                subscription: job.id.clone(),
+                period_end: job.due,
+                pending_items: pending.get(&job.id).cloned().unwrap_or_default(),
+            })
+            .collect();
+        let results = self.billing.renew_batch(&actor, &due).await;
+        for (job, result) in jobs.iter().zip(results) {
+            match result {
+                Ok(JobOutcome::Done) => report.renewed += 1,
+                Ok(JobOutcome::AlreadyDone) => report.already_done += 1,
+                Err(error) => {
+                    tracing::warn!(kind = %job.kind, id = %job.id, %error, "billing job failed; it stays due");
+                    report.failed += 1;
+                }
+            }
+        }
+        let keys: Vec<String> = jobs.iter().map(Job::lease_key).collect();
+        if let Err(error) =
+            sqlx::query("DELETE FROM billing.leases WHERE job = ANY($1::text[]) AND holder = $2")
+                .bind(&keys)
+                .bind(&self.worker)
+                .execute(&self.pool)
+                .await
+        {
+            tracing::warn!(%error, "could not release billing leases");
+        }
+        report
+    }
+
+    /// The pending invoice items of each of `jobs`' subscriptions, as
+    /// [`Self::pending_items_of`] gives them, in one query.
+    async fn pending_items_of_all(
+        &self,
+        jobs: &[Job],
+    ) -> Result<std::collections::HashMap<String, Vec<String>>, sqlx::Error> {
+        let subscriptions: Vec<&str> = jobs.iter().map(|job| job.id.as_str()).collect();
+        let Some(first) = jobs.first() else {
+            return Ok(std::collections::HashMap::new());
+        };
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT subscription, id FROM ( \
+               SELECT subscription, id, \
+                      row_number() OVER (PARTITION BY subscription ORDER BY id) AS n \
+               FROM billing.pending_items \
+               WHERE subscription = ANY($1::text[]) AND project = $2 AND livemode = $3 \
+             ) p WHERE n <= $4 ORDER BY subscription, id",
+        )
+        .bind(&subscriptions)
+        .bind(&first.project)
+        .bind(first.livemode)
+        .bind(MAX_PENDING_ITEMS_PER_RENEWAL)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut pending: std::collections::HashMap<String, Vec<String>> =
+            std::collections::HashMap::new();
+        for (subscription, id) in rows {
+            pending.entry(subscription).or_default().push(id);
+        }
+        Ok(pending)
     }
 
     async fn run_job(&self, job: Job) -> RunReport {

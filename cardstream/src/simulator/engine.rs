@@ -409,8 +409,7 @@ impl Ledger {
             apply_decision(&mut transaction, decision, context.now);
         }
         let fields = transaction.view();
-        self.transactions
-            .insert(transaction.xref.clone(), transaction);
+        self.insert_transaction(transaction);
         Answer {
             fields,
             challenge_id,
@@ -478,7 +477,7 @@ impl Ledger {
         passed: bool,
     ) -> Fields {
         let strict = context.config.strict_test_amounts;
-        let Some(transaction) = self.transactions.get_mut(xref) else {
+        let Some(transaction) = self.transaction_mut(xref) else {
             return Fields::new();
         };
         for name in ["threeDSRef", "threeDSURL", "threeDSRequest[creq]"] {
@@ -655,7 +654,7 @@ impl Ledger {
                 "DUPLICATE REQUEST",
             );
         }
-        let refunded_total = match self.transactions.get_mut(&original_xref) {
+        let refunded_total = match self.transaction_mut(&original_xref) {
             Some(original) => {
                 original.amount_refunded_minor += amount;
                 original.modified_at = context.now;
@@ -688,7 +687,7 @@ impl Ledger {
         };
         refund.echoed_fields.set("originalXref", original_xref);
         let fields = refund.view();
-        self.transactions.insert(refund.xref.clone(), refund);
+        self.insert_transaction(refund);
         fields
     }
 
@@ -704,8 +703,7 @@ impl Ledger {
         if self.live_transaction(context, xref).is_none() {
             return Err(refusal(request, ResponseCode::INVALID_XREF, "INVALID xref"));
         }
-        self.transactions
-            .get_mut(xref)
+        self.transaction_mut(xref)
             .ok_or_else(|| refusal(request, ResponseCode::INVALID_XREF, "INVALID xref"))
     }
 

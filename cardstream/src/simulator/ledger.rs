@@ -153,7 +153,14 @@ pub(crate) struct HostedSession {
 }
 
 pub(crate) struct Ledger {
+    /// Read freely; changed only through [`Ledger::insert_transaction`] and
+    /// [`Ledger::transaction_mut`], which keep the two indexes below true.
     pub transactions: HashMap<String, Transaction>,
+    /// Each (merchant, `transactionUnique`) to its newest transaction's xref.
+    by_transaction_unique: HashMap<(String, String), String>,
+    /// Transactions that time may still change (a delayed capture falling due, a capture
+    /// settling): what [`Ledger::apply_elapsed_time`] looks at, instead of every one.
+    timed: std::collections::HashSet<String>,
     pub challenges: HashMap<String, Challenge>,
     pub hosted_sessions: HashMap<String, HostedSession>,
     /// Fingerprints of recent new-transaction requests and when each stops counting.
@@ -169,6 +176,8 @@ impl Ledger {
     pub fn new() -> Self {
         Self {
             transactions: HashMap::new(),
+            by_transaction_unique: HashMap::new(),
+            timed: std::collections::HashSet::new(),
             challenges: HashMap::new(),
             hosted_sessions: HashMap::new(),
             recent_requests: HashMap::new(),
@@ -205,7 +214,11 @@ impl Ledger {
         strict_test_amounts: bool,
         now: i64,
     ) {
-        for transaction in self.transactions.values_mut() {
+        let transactions = &mut self.transactions;
+        self.timed.retain(|xref| {
+            let Some(transaction) = transactions.get_mut(xref) else {
+                return false;
+            };
             if transaction.state == TransactionState::Approved {
                 if let CaptureDelay::Days(days) = transaction.capture_delay {
                     let due = transaction.created_at + i64::from(days) * 86_400;
@@ -225,7 +238,15 @@ impl Ledger {
                     transaction.settle(strict_test_amounts, now);
                 }
             }
-        }
+            // Still waiting for time: an approval to capture later, a capture to settle.
+            match transaction.state {
+                TransactionState::Approved => {
+                    matches!(transaction.capture_delay, CaptureDelay::Days(_))
+                }
+                TransactionState::Captured => settle_after_seconds.is_some(),
+                _ => false,
+            }
+        });
         self.recent_requests.retain(|_, until| *until > now);
     }
 
@@ -279,13 +300,35 @@ impl Ledger {
         merchant_id: &str,
         transaction_unique: &str,
     ) -> Option<&Transaction> {
+        self.by_transaction_unique
+            .get(&(merchant_id.to_string(), transaction_unique.to_string()))
+            .and_then(|xref| self.transactions.get(xref))
+    }
+
+    /// Stores a new transaction (the newest for its `transactionUnique`).
+    pub fn insert_transaction(&mut self, transaction: Transaction) {
+        if let Some(unique) = &transaction.transaction_unique {
+            let key = (transaction.merchant_id.clone(), unique.clone());
+            let newer = self
+                .by_transaction_unique
+                .get(&key)
+                .and_then(|xref| self.transactions.get(xref))
+                .is_none_or(|known| known.transaction_id < transaction.transaction_id);
+            if newer {
+                self.by_transaction_unique
+                    .insert(key, transaction.xref.clone());
+            }
+        }
+        self.timed.insert(transaction.xref.clone());
         self.transactions
-            .values()
-            .filter(|transaction| {
-                transaction.merchant_id == merchant_id
-                    && transaction.transaction_unique.as_deref() == Some(transaction_unique)
-            })
-            .max_by_key(|transaction| transaction.transaction_id)
+            .insert(transaction.xref.clone(), transaction);
+    }
+
+    /// A transaction to change; time's effects on it are looked at again afterwards.
+    pub fn transaction_mut(&mut self, xref: &str) -> Option<&mut Transaction> {
+        let transaction = self.transactions.get_mut(xref)?;
+        self.timed.insert(xref.to_string());
+        Some(transaction)
     }
 }
 
