@@ -314,45 +314,127 @@ impl Projection for BillingSchedule {
             }
         }
 
-        for (id, row) in subscriptions {
+        // Set-wise: a batch's subscriptions, invoices and receipts in a statement each
+        // (a billing run's batch touches thousands of each). One follower runs at a time,
+        // so updating the known rows and then inserting the rest does not race.
+        if !subscriptions.is_empty() {
+            let mut ids = Vec::with_capacity(subscriptions.len());
+            let mut projects = Vec::with_capacity(subscriptions.len());
+            let mut livemodes = Vec::with_capacity(subscriptions.len());
+            let mut test_clocks = Vec::with_capacity(subscriptions.len());
+            let mut customers = Vec::with_capacity(subscriptions.len());
+            let mut statuses = Vec::with_capacity(subscriptions.len());
+            let mut period_ends = Vec::with_capacity(subscriptions.len());
+            let mut created = Vec::with_capacity(subscriptions.len());
+            for (id, row) in subscriptions {
+                ids.push(id);
+                projects.push(row.project);
+                livemodes.push(row.livemode);
+                test_clocks.push(row.test_clock);
+                customers.push(row.customer);
+                statuses.push(row.status);
+                period_ends.push(row.period_end);
+                created.push(row.created);
+            }
             sqlx::query(
-                "INSERT INTO subscriptions AS s (id, project, livemode, test_clock, customer, status, \
+                "WITH r AS ( \
+                   SELECT * FROM UNNEST($1::text[], $2::text[], $3::bool[], $4::text[], $5::text[], \
+                                        $6::text[], $7::bigint[], $8::bigint[]) \
+                     AS r(id, project, livemode, test_clock, customer, status, period_end, created) \
+                 ), known AS ( \
+                   UPDATE subscriptions s SET \
+                       status = COALESCE(r.status, s.status), \
+                       current_period_end = COALESCE(r.period_end, s.current_period_end) \
+                   FROM r WHERE s.id = r.id RETURNING s.id \
+                 ) \
+                 INSERT INTO subscriptions (id, project, livemode, test_clock, customer, status, \
                      current_period_end, created) \
-                 VALUES ($1, $2, $3, $4, $5, COALESCE($6, 'incomplete'), COALESCE($7, 0), COALESCE($8, 0)) \
-                 ON CONFLICT (id) DO UPDATE SET \
-                     status = COALESCE($6, s.status), \
-                     current_period_end = COALESCE($7, s.current_period_end)",
+                 SELECT id, project, livemode, test_clock, customer, COALESCE(status, 'incomplete'), \
+                        COALESCE(period_end, 0), COALESCE(created, 0) \
+                 FROM r WHERE id NOT IN (SELECT id FROM known) \
+                 ON CONFLICT (id) DO NOTHING",
             )
-            .bind(&id)
-            .bind(&row.project)
-            .bind(row.livemode)
-            .bind(&row.test_clock)
-            .bind(&row.customer)
-            .bind(&row.status)
-            .bind(row.period_end)
-            .bind(row.created)
+            .bind(&ids)
+            .bind(&projects)
+            .bind(&livemodes)
+            .bind(&test_clocks)
+            .bind(&customers)
+            .bind(&statuses)
+            .bind(&period_ends)
+            .bind(&created)
             .execute(&mut *connection)
             .await?;
         }
-        for (id, row) in invoices {
-            let (set_next, next) = match row.next_attempt {
-                Some(next) => (true, next),
-                None => (false, None),
-            };
+        if !invoices.is_empty() {
+            let mut ids = Vec::with_capacity(invoices.len());
+            let mut projects = Vec::with_capacity(invoices.len());
+            let mut livemodes = Vec::with_capacity(invoices.len());
+            let mut test_clocks = Vec::with_capacity(invoices.len());
+            let mut set_next = Vec::with_capacity(invoices.len());
+            let mut next = Vec::with_capacity(invoices.len());
+            for (id, row) in invoices {
+                ids.push(id);
+                projects.push(row.project);
+                livemodes.push(row.livemode);
+                test_clocks.push(row.test_clock);
+                set_next.push(row.next_attempt.is_some());
+                next.push(row.next_attempt.flatten());
+            }
             sqlx::query(
-                "INSERT INTO invoices AS i (id, project, livemode, test_clock, next_payment_attempt) \
-                 VALUES ($1, $2, $3, $4, $6) \
-                 ON CONFLICT (id) DO UPDATE SET next_payment_attempt = \
-                     CASE WHEN $5 THEN $6 ELSE i.next_payment_attempt END",
+                "WITH r AS ( \
+                   SELECT * FROM UNNEST($1::text[], $2::text[], $3::bool[], $4::text[], $5::bool[], \
+                                        $6::bigint[]) \
+                     AS r(id, project, livemode, test_clock, set_next, next) \
+                 ), known AS ( \
+                   UPDATE invoices i SET next_payment_attempt = \
+                       CASE WHEN r.set_next THEN r.next ELSE i.next_payment_attempt END \
+                   FROM r WHERE i.id = r.id RETURNING i.id \
+                 ) \
+                 INSERT INTO invoices (id, project, livemode, test_clock, next_payment_attempt) \
+                 SELECT id, project, livemode, test_clock, next FROM r \
+                 WHERE id NOT IN (SELECT id FROM known) \
+                 ON CONFLICT (id) DO NOTHING",
             )
-            .bind(&id)
-            .bind(&row.project)
-            .bind(row.livemode)
-            .bind(&row.test_clock)
-            .bind(set_next)
-            .bind(next)
+            .bind(&ids)
+            .bind(&projects)
+            .bind(&livemodes)
+            .bind(&test_clocks)
+            .bind(&set_next)
+            .bind(&next)
             .execute(&mut *connection)
             .await?;
+        }
+        let mut due_intents = Vec::new();
+        let mut due_projects = Vec::new();
+        let mut due_livemodes = Vec::new();
+        let mut issued = Vec::new();
+        for (intent, due) in receipts {
+            match due {
+                Some((project, livemode)) => {
+                    due_intents.push(intent);
+                    due_projects.push(project);
+                    due_livemodes.push(livemode);
+                }
+                None => issued.push(intent),
+            }
+        }
+        if !due_intents.is_empty() {
+            sqlx::query(
+                "INSERT INTO receipts_due (payment_intent, project, livemode) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::bool[]) \
+                 ON CONFLICT (payment_intent) DO NOTHING",
+            )
+            .bind(&due_intents)
+            .bind(&due_projects)
+            .bind(&due_livemodes)
+            .execute(&mut *connection)
+            .await?;
+        }
+        if !issued.is_empty() {
+            sqlx::query("DELETE FROM receipts_due WHERE payment_intent = ANY($1::text[])")
+                .bind(&issued)
+                .execute(&mut *connection)
+                .await?;
         }
         for (id, row) in clocks {
             if row.deleted {
@@ -375,27 +457,6 @@ impl Projection for BillingSchedule {
             .bind(&row.status)
             .execute(&mut *connection)
             .await?;
-        }
-        for (intent, due) in receipts {
-            match due {
-                Some((project, livemode)) => {
-                    sqlx::query(
-                        "INSERT INTO receipts_due (payment_intent, project, livemode) \
-                         VALUES ($1, $2, $3) ON CONFLICT (payment_intent) DO NOTHING",
-                    )
-                    .bind(&intent)
-                    .bind(&project)
-                    .bind(livemode)
-                    .execute(&mut *connection)
-                    .await?;
-                }
-                None => {
-                    sqlx::query("DELETE FROM receipts_due WHERE payment_intent = $1")
-                        .bind(&intent)
-                        .execute(&mut *connection)
-                        .await?;
-                }
-            }
         }
         for (id, row) in checkouts {
             if row.closed {

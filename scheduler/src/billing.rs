@@ -118,19 +118,56 @@ impl BillingRunner {
     pub async fn run_due(&self, scope: Scope<'_>) -> Result<RunReport, sqlx::Error> {
         let mut report = RunReport::default();
         let mut idle_passes = 0;
+        // Jobs the last pass finished, which the read model may not show yet: the read
+        // model catches up with that pass while this one works, so they are left out of
+        // this pass's claim instead of waiting for it.
+        let mut finished: Vec<String> = Vec::new();
+        let mut confirming = false;
         loop {
-            self.catch_up().await?;
-            let (due, jobs) = self.claim_due(scope).await?;
+            let runtime = self.projections.clone();
+            let catching_up = tokio::spawn(async move {
+                runtime
+                    .catch_up(&BillingSchedule, DEFAULT_BATCH_EVENTS)
+                    .await
+                    .map(|_| ())
+                    .map_err(|error| sqlx::Error::Protocol(error.to_string()))
+            });
+            let claimed = self.claim_due(scope, &finished).await;
+            let caught_up = async {
+                catching_up
+                    .await
+                    .map_err(|error| sqlx::Error::Protocol(error.to_string()))?
+            };
+            let (due, jobs) = match claimed {
+                Ok(claimed) => claimed,
+                Err(error) => {
+                    let _ = caught_up.await;
+                    return Err(error);
+                }
+            };
             if due == 0 {
-                return Ok(report);
+                // Nothing found while the read model was catching up: once it has, look
+                // again; nothing then means done (and the read model shows the whole run).
+                caught_up.await?;
+                if confirming {
+                    return Ok(report);
+                }
+                confirming = true;
+                finished.clear();
+                continue;
             }
+            confirming = false;
             if jobs.is_empty() {
                 // Due, but leased by other runners: wait for them (or their leases) to end,
                 // so that "nothing due" really means done (a test clock turns ready on it).
+                caught_up.await?;
+                finished.clear();
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
-            let pass = self.work(jobs).await;
+            let (pass, done) = self.work(jobs).await;
+            caught_up.await?;
+            finished = done;
             report.absorb(pass);
             if pass.done() == 0 {
                 idle_passes += 1;
@@ -156,7 +193,12 @@ impl BillingRunner {
     }
 
     /// How many jobs are due, and those of them this runner now holds leases on.
-    async fn claim_due(&self, scope: Scope<'_>) -> Result<(usize, Vec<Job>), sqlx::Error> {
+    /// `finished`: ids of jobs just done, left out whatever the read model says.
+    async fn claim_due(
+        &self,
+        scope: Scope<'_>,
+        finished: &[String],
+    ) -> Result<(usize, Vec<Job>), sqlx::Error> {
         let now = self.clock.now().timestamp();
         let (clock, receipts_only, include_receipts) = match scope {
             Scope::All => (None, false, true),
@@ -170,27 +212,31 @@ impl BillingRunner {
                WHERE s.status IN ('active', 'past_due', 'trialing') \
                  AND s.current_period_end <= CASE WHEN s.test_clock IS NULL THEN $1 ELSE c.frozen_time END \
                  AND ($2::text IS NULL OR s.test_clock = $2) \
+                 AND NOT (s.id = ANY($6::text[])) \
                UNION ALL \
                SELECT 'expire', s.id, s.project, s.livemode, s.created + 82800 \
                FROM billing.subscriptions s LEFT JOIN billing.test_clocks c ON c.id = s.test_clock \
                WHERE s.status = 'incomplete' \
                  AND s.created + 82800 <= CASE WHEN s.test_clock IS NULL THEN $1 ELSE c.frozen_time END \
                  AND ($2::text IS NULL OR s.test_clock = $2) \
+                 AND NOT (s.id = ANY($6::text[])) \
                UNION ALL \
                SELECT 'retry', i.id, i.project, i.livemode, i.next_payment_attempt \
                FROM billing.invoices i LEFT JOIN billing.test_clocks c ON c.id = i.test_clock \
                WHERE i.next_payment_attempt IS NOT NULL \
                  AND i.next_payment_attempt <= CASE WHEN i.test_clock IS NULL THEN $1 ELSE c.frozen_time END \
                  AND ($2::text IS NULL OR i.test_clock = $2) \
+                 AND NOT (i.id = ANY($6::text[])) \
                UNION ALL \
                SELECT 'expire_checkout', k.id, k.project, k.livemode, k.expires_at \
                FROM billing.checkout_sessions k LEFT JOIN billing.test_clocks c ON c.id = k.test_clock \
                WHERE k.return_accepted_at IS NULL \
                  AND k.expires_at <= CASE WHEN k.test_clock IS NULL THEN $1 ELSE c.frozen_time END \
                  AND ($2::text IS NULL OR k.test_clock = $2) \
+                 AND NOT (k.id = ANY($6::text[])) \
                UNION ALL \
                SELECT 'receipt', r.payment_intent, r.project, r.livemode, 0 \
-               FROM billing.receipts_due r WHERE $5 \
+               FROM billing.receipts_due r WHERE $5 AND NOT (r.payment_intent = ANY($6::text[])) \
              ) SELECT kind, id, project, livemode, due FROM due \
                WHERE NOT $4 OR kind = 'receipt' ORDER BY due, id LIMIT $3",
         )
@@ -199,6 +245,7 @@ impl BillingRunner {
         .bind(JOBS_PER_PASS)
         .bind(receipts_only)
         .bind(include_receipts)
+        .bind(finished)
         .fetch_all(&self.pool)
         .await?;
         if due.is_empty() {
@@ -229,7 +276,7 @@ impl BillingRunner {
 
     /// Runs a pass's jobs: renewals in batches per project and mode (see
     /// [`BillingService::renew_batch`]), everything else one by one, `concurrency` at once.
-    async fn work(&self, jobs: Vec<Job>) -> RunReport {
+    async fn work(&self, jobs: Vec<Job>) -> (RunReport, Vec<String>) {
         let (renewals, others): (Vec<Job>, Vec<Job>) =
             jobs.into_iter().partition(|job| job.kind == "renew");
         let mut by_project: std::collections::BTreeMap<(String, bool), Vec<Job>> =
@@ -258,39 +305,49 @@ impl BillingRunner {
                         futures::stream::iter(batches)
                             .map(|batch| async move { runner.run_renewals(batch).await })
                             .buffered(BATCHES_IN_FLIGHT_PER_PROJECT)
-                            .collect::<Vec<RunReport>>()
+                            .collect::<Vec<(RunReport, Vec<String>)>>()
                             .await
                     });
                     async move {
                         project.await.unwrap_or_else(|error| {
                             tracing::warn!(%error, "a billing task ended early; its renewals stay due");
-                            vec![RunReport {
-                                failed: count,
-                                ..RunReport::default()
-                            }]
+                            vec![(
+                                RunReport {
+                                    failed: count,
+                                    ..RunReport::default()
+                                },
+                                Vec::new(),
+                            )]
                         })
                     }
                 })
                 .buffer_unordered(project_concurrency)
-                .collect::<Vec<Vec<RunReport>>>(),
+                .collect::<Vec<Vec<(RunReport, Vec<String>)>>>(),
             futures::stream::iter(others)
-                .map(|job| async move { self.run_job(job).await })
+                .map(|job| async move {
+                    let id = job.id.clone();
+                    let report = self.run_job(job).await;
+                    let done = if report.failed == 0 { vec![id] } else { Vec::new() };
+                    (report, done)
+                })
                 .buffer_unordered(self.concurrency)
-                .collect::<Vec<RunReport>>()
+                .collect::<Vec<(RunReport, Vec<String>)>>()
         );
-        let batched: Vec<RunReport> = batched.into_iter().flatten().collect();
         let mut report = RunReport::default();
-        for one in batched.into_iter().chain(single) {
+        let mut finished = Vec::new();
+        for (one, done) in batched.into_iter().flatten().chain(single) {
             report.absorb(one);
+            finished.extend(done);
         }
-        report
+        (report, finished)
     }
 
     /// Renews one project's batch of due subscriptions together.
-    async fn run_renewals(&self, jobs: Vec<Job>) -> RunReport {
+    async fn run_renewals(&self, jobs: Vec<Job>) -> (RunReport, Vec<String>) {
         let mut report = RunReport::default();
+        let mut finished = Vec::with_capacity(jobs.len());
         let Some(first) = jobs.first() else {
-            return report;
+            return (report, finished);
         };
         let actor = Actor {
             project: first.project.clone(),
@@ -304,7 +361,7 @@ impl BillingRunner {
             Err(error) => {
                 tracing::warn!(%error, "could not read pending invoice items; the renewals stay due");
                 report.failed = jobs.len() as u64;
-                return report;
+                return (report, finished);
             }
         };
         let due: Vec<DueRenewal> = jobs
@@ -318,8 +375,14 @@ impl BillingRunner {
         let results = self.billing.renew_batch(&actor, &due).await;
         for (job, result) in jobs.iter().zip(results) {
             match result {
-                Ok(JobOutcome::Done) => report.renewed += 1,
-                Ok(JobOutcome::AlreadyDone) => report.already_done += 1,
+                Ok(JobOutcome::Done) => {
+                    report.renewed += 1;
+                    finished.push(job.id.clone());
+                }
+                Ok(JobOutcome::AlreadyDone) => {
+                    report.already_done += 1;
+                    finished.push(job.id.clone());
+                }
                 Err(error) => {
                     tracing::warn!(kind = %job.kind, id = %job.id, %error, "billing job failed; it stays due");
                     report.failed += 1;
@@ -336,7 +399,7 @@ impl BillingRunner {
         {
             tracing::warn!(%error, "could not release billing leases");
         }
-        report
+        (report, finished)
     }
 
     /// The pending invoice items of each of `jobs`' subscriptions, as

@@ -32,6 +32,7 @@ struct World {
     bus: CommandBus,
     payments: PaymentService,
     runner: BillingRunner,
+    runtime: ProjectionRuntime,
     _simulator: cardstream::simulator::RunningSimulator,
     metadata: EventMetadata,
     anchor: i64,
@@ -81,7 +82,7 @@ async fn world() -> World {
     let runner = BillingRunner::new(
         pool.clone(),
         BillingService::new(payments.clone()),
-        runtime,
+        runtime.clone(),
         Arc::new(scheduler::SystemClock),
         32,
     );
@@ -91,6 +92,7 @@ async fn world() -> World {
         bus,
         payments,
         runner,
+        runtime,
         _simulator: simulator,
         metadata,
         anchor,
@@ -209,7 +211,13 @@ impl World {
         id
     }
 
+    /// A billing run, on a read model that shows everything seeded (so that the first
+    /// claim finds every due subscription at once).
     async fn run(&self) -> RunReport {
+        self.runtime
+            .catch_up(&projections::billing_schedule::BillingSchedule, 10_000)
+            .await
+            .expect("caught up");
         self.runner.run_due(Scope::All).await.expect("billing run")
     }
 
