@@ -18,6 +18,11 @@ use event_store::database::Database;
 
 use crate::config::DatabaseArgs;
 
+/// mimalloc: the server allocates and frees many small objects per request (JSON, events,
+/// gateway fields); glibc's allocator cost a billing run about a seventh of its throughput.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "calmony",

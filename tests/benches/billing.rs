@@ -36,6 +36,10 @@ use projections::ProjectionRuntime;
 use scheduler::billing::{BillingRunner, Scope};
 use sqlx::postgres::PgPoolOptions;
 
+/// The allocator `calmony serve` runs with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 type BenchResult<T> = Result<T, Box<dyn Error + Send + Sync>>;
 
 const BENCH_COMMAND: &str = "cargo bench -p calmony-tests --bench billing";

@@ -165,6 +165,8 @@ pub(crate) struct Ledger {
     pub hosted_sessions: HashMap<String, HostedSession>,
     /// Fingerprints of recent new-transaction requests and when each stops counting.
     recent_requests: HashMap<[u8; 32], i64>,
+    /// When expired fingerprints were last dropped.
+    pruned_at: i64,
     next_transaction_id: u64,
     clock_offset_seconds: i64,
     /// Per-process salt, so a duplicate fingerprint that includes a card number cannot be
@@ -181,6 +183,7 @@ impl Ledger {
             challenges: HashMap::new(),
             hosted_sessions: HashMap::new(),
             recent_requests: HashMap::new(),
+            pruned_at: i64::MIN,
             next_transaction_id: 10_000_001,
             clock_offset_seconds: 0,
             fingerprint_salt: rand::rng().random(),
@@ -247,7 +250,12 @@ impl Ledger {
                 _ => false,
             }
         });
-        self.recent_requests.retain(|_, until| *until > now);
+        // Expired fingerprints go at most once a second (a lookup checks expiry itself):
+        // pruning on every request made each one walk every request of the last minutes.
+        if now > self.pruned_at {
+            self.recent_requests.retain(|_, until| *until > now);
+            self.pruned_at = now;
+        }
     }
 
     /// Settles every captured transaction (or the one named), as the nightly run would.
