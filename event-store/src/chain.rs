@@ -2,7 +2,8 @@
 //! (each seal hashes the events of its range and the previous seal).
 //!
 //! `event_hash` must produce exactly the bytes of the SQL function `calmony_event_hash` in
-//! `migrations/0001_event_store.sql`; the insert trigger computes hashes there and
+//! `migrations/0001_event_store.sql` and of the insert trigger's inline copy of it
+//! (`migrations/0008_event_hash_inline.sql`); the trigger computes hashes there and
 //! `calmony ledger verify` recomputes them here.
 
 use sha2::{Digest, Sha256};
