@@ -122,8 +122,10 @@ impl BillingRunner {
         // model catches up with that pass while this one works, so they are left out of
         // this pass's claim instead of waiting for it.
         let mut finished: Vec<String> = Vec::new();
-        let mut confirming = false;
         loop {
+            // After a pass, its catch-up runs beside the next claim; otherwise (the first
+            // pass, an idle tick) the read model is brought up to date before claiming.
+            let overlapped = !finished.is_empty();
             let runtime = self.projections.clone();
             let catching_up = tokio::spawn(async move {
                 runtime
@@ -132,41 +134,51 @@ impl BillingRunner {
                     .map(|_| ())
                     .map_err(|error| sqlx::Error::Protocol(error.to_string()))
             });
-            let claimed = self.claim_due(scope, &finished).await;
             let caught_up = async {
                 catching_up
                     .await
                     .map_err(|error| sqlx::Error::Protocol(error.to_string()))?
             };
+            let (claimed, caught_up) = if overlapped {
+                (self.claim_due(scope, &finished).await, Some(caught_up))
+            } else {
+                caught_up.await?;
+                (self.claim_due(scope, &finished).await, None)
+            };
+            let settle = |caught_up: Option<_>| async move {
+                match caught_up {
+                    Some(caught_up) => caught_up.await,
+                    None => Ok(()),
+                }
+            };
             let (due, jobs) = match claimed {
                 Ok(claimed) => claimed,
                 Err(error) => {
-                    let _ = caught_up.await;
+                    let _ = settle(caught_up).await;
                     return Err(error);
                 }
             };
             if due == 0 {
-                // Nothing found while the read model was catching up: once it has, look
-                // again; nothing then means done (and the read model shows the whole run).
-                caught_up.await?;
-                if confirming {
+                settle(caught_up).await?;
+                if !overlapped {
+                    // Found nothing on a caught-up read model: done, and the read model
+                    // shows the whole run.
                     return Ok(report);
                 }
-                confirming = true;
+                // Found nothing while the read model was catching up: look again on it.
                 finished.clear();
                 continue;
             }
-            confirming = false;
             if jobs.is_empty() {
                 // Due, but leased by other runners: wait for them (or their leases) to end,
                 // so that "nothing due" really means done (a test clock turns ready on it).
-                caught_up.await?;
+                settle(caught_up).await?;
                 finished.clear();
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
             let (pass, done) = self.work(jobs).await;
-            caught_up.await?;
+            settle(caught_up).await?;
             finished = done;
             report.absorb(pass);
             if pass.done() == 0 {
