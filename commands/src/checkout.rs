@@ -751,10 +751,7 @@ impl CheckoutService {
                         NoExtraWork,
                     )
                     .await
-                    .map_err(|error| match error {
-                        FinalStepError::Payment(error) => error,
-                        FinalStepError::Step(error) => PaymentError::Internal(error.to_string()),
-                    })?;
+                    .map_err(FinalStepError::into_payment_error)?;
                 appended.extend(confirmed.appended);
                 let intent = confirmed.aggregate;
                 if intent.status != IntentStatus::Succeeded {

@@ -155,6 +155,17 @@ pub enum FinalStepError<X> {
     Step(X),
 }
 
+impl<X: std::fmt::Display> FinalStepError<X> {
+    /// The error as a payment error, the step's own failure counting as internal (for
+    /// callers with no step of their own, or none the client could act on).
+    pub fn into_payment_error(self) -> PaymentError {
+        match self {
+            FinalStepError::Payment(error) => error,
+            FinalStepError::Step(error) => PaymentError::Internal(error.to_string()),
+        }
+    }
+}
+
 fn from_execute<E: std::error::Error, X>(error: ExecuteError<E, X>) -> FinalStepError<X> {
     match error {
         ExecuteError::Command(command) => FinalStepError::Payment(command.into()),
@@ -452,10 +463,7 @@ impl PaymentService {
                     NoExtraWork,
                 )
                 .await
-                .map_err(|error| match error {
-                    FinalStepError::Payment(error) => error,
-                    FinalStepError::Step(error) => PaymentError::Internal(error.to_string()),
-                })?;
+                .map_err(FinalStepError::into_payment_error)?;
             return Ok(created.aggregate);
         }
         let (method, _) = self
@@ -838,10 +846,7 @@ impl PaymentService {
                     .record_outcome(actor, &intent, outcome, NoExtraWork)
                     .await
                     .map(|_| ())
-                    .map_err(|error| match error {
-                        FinalStepError::Payment(error) => error,
-                        FinalStepError::Step(error) => PaymentError::Internal(error.to_string()),
-                    });
+                    .map_err(FinalStepError::into_payment_error);
                 results.push(recorded);
             }
             return results;
@@ -1207,10 +1212,7 @@ impl PaymentService {
         let executed = self
             .record_outcome(actor, &intent, outcome, NoExtraWork)
             .await
-            .map_err(|error| match error {
-                FinalStepError::Payment(error) => error,
-                FinalStepError::Step(error) => PaymentError::Internal(error.to_string()),
-            })?;
+            .map_err(FinalStepError::into_payment_error)?;
         Ok(executed.appended)
     }
 
@@ -1236,10 +1238,7 @@ impl PaymentService {
         let executed = self
             .record_outcome(actor, &intent, outcome, NoExtraWork)
             .await
-            .map_err(|error| match error {
-                FinalStepError::Payment(error) => error,
-                FinalStepError::Step(error) => PaymentError::Internal(error.to_string()),
-            })?;
+            .map_err(FinalStepError::into_payment_error)?;
         Ok(executed.appended)
     }
 
@@ -1272,10 +1271,7 @@ impl PaymentService {
         let executed = self
             .record_outcome(actor, &intent, outcome, NoExtraWork)
             .await
-            .map_err(|error| match error {
-                FinalStepError::Payment(error) => error,
-                FinalStepError::Step(error) => PaymentError::Internal(error.to_string()),
-            })?;
+            .map_err(FinalStepError::into_payment_error)?;
         Ok(executed.aggregate.status)
     }
 }

@@ -126,40 +126,29 @@ impl BillingRunner {
             // After a pass, its catch-up runs beside the next claim; otherwise (the first
             // pass, an idle tick) the read model is brought up to date before claiming.
             let overlapped = !finished.is_empty();
-            let runtime = self.projections.clone();
-            let catching_up = tokio::spawn(async move {
-                runtime
-                    .catch_up(&BillingSchedule, DEFAULT_BATCH_EVENTS)
-                    .await
-                    .map(|_| ())
-                    .map_err(|error| sqlx::Error::Protocol(error.to_string()))
-            });
-            let caught_up = async {
-                catching_up
-                    .await
-                    .map_err(|error| sqlx::Error::Protocol(error.to_string()))?
-            };
-            let (claimed, caught_up) = if overlapped {
-                (self.claim_due(scope, &finished).await, Some(caught_up))
+            let caught_up = if overlapped {
+                let runtime = self.projections.clone();
+                Some(tokio::spawn(async move {
+                    runtime
+                        .catch_up(&BillingSchedule, DEFAULT_BATCH_EVENTS)
+                        .await
+                        .map(|_| ())
+                        .map_err(|error| sqlx::Error::Protocol(error.to_string()))
+                }))
             } else {
-                caught_up.await?;
-                (self.claim_due(scope, &finished).await, None)
+                self.catch_up().await?;
+                None
             };
-            let settle = |caught_up: Option<_>| async move {
-                match caught_up {
-                    Some(caught_up) => caught_up.await,
-                    None => Ok(()),
-                }
-            };
+            let claimed = self.claim_due(scope, &finished).await;
             let (due, jobs) = match claimed {
                 Ok(claimed) => claimed,
                 Err(error) => {
-                    let _ = settle(caught_up).await;
+                    let _ = settled(caught_up).await;
                     return Err(error);
                 }
             };
             if due == 0 {
-                settle(caught_up).await?;
+                settled(caught_up).await?;
                 if !overlapped {
                     // Found nothing on a caught-up read model: done, and the read model
                     // shows the whole run.
@@ -172,13 +161,13 @@ impl BillingRunner {
             if jobs.is_empty() {
                 // Due, but leased by other runners: wait for them (or their leases) to end,
                 // so that "nothing due" really means done (a test clock turns ready on it).
-                settle(caught_up).await?;
+                settled(caught_up).await?;
                 finished.clear();
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
             let (pass, done) = self.work(jobs).await;
-            settle(caught_up).await?;
+            settled(caught_up).await?;
             finished = done;
             report.absorb(pass);
             if pass.done() == 0 {
@@ -414,8 +403,9 @@ impl BillingRunner {
         (report, finished)
     }
 
-    /// The pending invoice items of each of `jobs`' subscriptions, as
-    /// [`Self::pending_items_of`] gives them, in one query.
+    /// The pending invoice items (prorations) of each of `jobs`' subscriptions, which their
+    /// renewal invoices take in (the aggregates skip any another invoice took first), in
+    /// one query.
     async fn pending_items_of_all(
         &self,
         jobs: &[Job],
@@ -454,13 +444,8 @@ impl BillingRunner {
             request_id: commands::ids::new_id("req"),
             idempotency_key: None,
         };
+        // Renewals go in batches (`run_renewals`), never through here.
         let outcome = match job.kind.as_str() {
-            "renew" => match self.pending_items_of(&job).await {
-                Ok(items) => self.billing.renew(&actor, &job.id, job.due, &items).await,
-                Err(error) => Err(commands::payments::PaymentError::Internal(
-                    error.to_string(),
-                )),
-            },
             "retry" => self.billing.retry_invoice(&actor, &job.id, job.due).await,
             "receipt" => self.billing.issue_receipt(&actor, &job.id).await,
             "expire_checkout" => {
@@ -474,7 +459,6 @@ impl BillingRunner {
         match outcome {
             Ok(JobOutcome::AlreadyDone) => report.already_done = 1,
             Ok(JobOutcome::Done) => match job.kind.as_str() {
-                "renew" => report.renewed = 1,
                 "retry" => report.retried = 1,
                 "receipt" => report.receipts = 1,
                 _ => report.expired = 1,
@@ -506,21 +490,6 @@ impl BillingRunner {
             tracing::warn!(%error, "could not release a billing lease");
         }
         report
-    }
-
-    /// The subscription's pending invoice items (its prorations), which its renewal
-    /// invoice takes in. The aggregates skip any another invoice took first.
-    async fn pending_items_of(&self, job: &Job) -> Result<Vec<String>, sqlx::Error> {
-        sqlx::query_scalar(
-            "SELECT id FROM billing.pending_items \
-             WHERE subscription = $1 AND project = $2 AND livemode = $3 ORDER BY id LIMIT $4",
-        )
-        .bind(&job.id)
-        .bind(&job.project)
-        .bind(job.livemode)
-        .bind(MAX_PENDING_ITEMS_PER_RENEWAL)
-        .fetch_all(&self.pool)
-        .await
     }
 
     /// Finishes the advance of every test clock that is `advancing`: does the work due up
@@ -565,6 +534,18 @@ impl BillingRunner {
             }
         }
         Ok(count)
+    }
+}
+
+/// Waits for a catch-up running beside a claim, if one is.
+async fn settled(
+    catching_up: Option<tokio::task::JoinHandle<Result<(), sqlx::Error>>>,
+) -> Result<(), sqlx::Error> {
+    match catching_up {
+        Some(task) => task
+            .await
+            .map_err(|error| sqlx::Error::Protocol(error.to_string()))?,
+        None => Ok(()),
     }
 }
 
