@@ -13,6 +13,11 @@ pub struct ApiKeys;
 
 #[async_trait::async_trait]
 impl Projection for ApiKeys {
+    /// Background: `calmony keys` catches it up before it answers.
+    fn batching_delay(&self) -> std::time::Duration {
+        crate::runtime::BACKGROUND_BATCHING_DELAY
+    }
+
     fn name(&self) -> &'static str {
         NAME
     }

@@ -87,6 +87,11 @@ fn text(value: &Value) -> Option<String> {
 
 #[async_trait::async_trait]
 impl Projection for BillingSchedule {
+    /// Background: the billing run catches it up before it claims.
+    fn batching_delay(&self) -> std::time::Duration {
+        crate::runtime::BACKGROUND_BATCHING_DELAY
+    }
+
     fn name(&self) -> &'static str {
         NAME
     }

@@ -108,6 +108,11 @@ impl Changes {
 
 #[async_trait::async_trait]
 impl Projection for Dashboard {
+    /// Background: the dashboard's totals, read a moment later.
+    fn batching_delay(&self) -> std::time::Duration {
+        crate::runtime::BACKGROUND_BATCHING_DELAY
+    }
+
     fn name(&self) -> &'static str {
         NAME
     }

@@ -750,6 +750,11 @@ fn occurred_at(decoded: &Decoded) -> i64 {
 
 #[async_trait::async_trait]
 impl Projection for Journal {
+    /// Background: finance reports, read a moment later.
+    fn batching_delay(&self) -> std::time::Duration {
+        crate::runtime::BACKGROUND_BATCHING_DELAY
+    }
+
     fn name(&self) -> &'static str {
         NAME
     }

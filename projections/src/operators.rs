@@ -14,6 +14,11 @@ pub struct Operators;
 
 #[async_trait::async_trait]
 impl Projection for Operators {
+    /// Background: sign-in catches it up after `calmony operators create`.
+    fn batching_delay(&self) -> std::time::Duration {
+        crate::runtime::BACKGROUND_BATCHING_DELAY
+    }
+
     fn name(&self) -> &'static str {
         NAME
     }

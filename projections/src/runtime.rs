@@ -46,6 +46,9 @@ use crate::copy::BinaryCopy;
 pub const DEFAULT_BATCH_EVENTS: i64 = 1_000;
 /// Bound on the events of one rebuild batch (larger: nobody waits on a rebuild's batch).
 pub const REBUILD_BATCH_EVENTS: i64 = 20_000;
+/// What a background read model's follower waits after a commit before reading
+/// ([`Projection::batching_delay`]).
+pub const BACKGROUND_BATCHING_DELAY: Duration = Duration::from_millis(50);
 /// Every committed batch notifies this channel with its projection's name.
 pub const CHECKPOINT_CHANNEL: &str = "calmony_checkpoints";
 
@@ -139,6 +142,17 @@ pub trait Projection: Send + Sync {
     /// batch, lost with its checkpoint to a database crash, is simply done again.
     fn commits_asynchronously(&self) -> bool {
         false
+    }
+
+    /// How long a follower woken by a commit waits before reading, so that the commits
+    /// arriving meanwhile share its batch. Zero for a read model that requests wait on (the
+    /// `api` projection, read back by every write): each commit is applied at once. A
+    /// background read model (the dashboard's totals, the journal) takes
+    /// [`BACKGROUND_BATCHING_DELAY`]: a moment's staleness for a transaction per batch of
+    /// commits instead of one per commit (with eight followers, most of a charge's database
+    /// work was theirs). Anything that needs such a model current catches it up itself.
+    fn batching_delay(&self) -> Duration {
+        Duration::ZERO
     }
 
     /// A fast path for rebuilds from zero, if the projection has one ([`Rebuilder`]).
@@ -552,6 +566,7 @@ impl ProjectionRuntime {
     ) -> Result<(), ProjectionError> {
         let _following = Following::start(&self.published, projection.name());
         let upstream = projection.reads_after();
+        let batching_delay = projection.batching_delay();
         let mut upstream_checkpoint = upstream.map(|name| self.published.subscribe(name));
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener
@@ -581,7 +596,7 @@ impl ProjectionRuntime {
                 poll_interval_ms
             });
             let deadline = tokio::time::Instant::now() + wait;
-            loop {
+            let woken = loop {
                 let published = async {
                     match upstream_checkpoint.as_mut() {
                         Some(checkpoint) => {
@@ -602,16 +617,19 @@ impl ProjectionRuntime {
                                 notification.payload() != name
                                     || self.published.followed_here(name)
                             }) => {}
-                        Ok(_) => break,
+                        Ok(_) => break true,
                         Err(error) => {
                             tracing::warn!(projection = projection.name(), %error, "listener failed; polling");
                             tokio::time::sleep_until(deadline).await;
-                            break;
+                            break false;
                         }
                     },
-                    () = published => break,
-                    () = tokio::time::sleep_until(deadline) => break,
+                    () = published => break true,
+                    () = tokio::time::sleep_until(deadline) => break false,
                 }
+            };
+            if woken && !batching_delay.is_zero() {
+                tokio::time::sleep(batching_delay).await;
             }
         }
     }

@@ -92,6 +92,11 @@ fn processed_at(credit: &CreditDetails) -> DateTime<Utc> {
 
 #[async_trait::async_trait]
 impl Projection for Settlements {
+    /// Background: the reconciler catches it up before each pass.
+    fn batching_delay(&self) -> std::time::Duration {
+        crate::runtime::BACKGROUND_BATCHING_DELAY
+    }
+
     fn name(&self) -> &'static str {
         NAME
     }

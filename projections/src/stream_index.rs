@@ -29,6 +29,11 @@ struct StreamSummary {
 
 #[async_trait::async_trait]
 impl Projection for StreamIndex {
+    /// Background: read by `calmony ledger`, which catches it up first.
+    fn batching_delay(&self) -> std::time::Duration {
+        crate::runtime::BACKGROUND_BATCHING_DELAY
+    }
+
     fn name(&self) -> &'static str {
         NAME
     }

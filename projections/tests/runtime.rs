@@ -377,3 +377,89 @@ async fn a_projection_whose_code_changed_is_rebuilt_before_it_follows() {
         Freshness::Stale
     );
 }
+
+/// Records each batch it is given (how many events), with a batching delay of its own.
+struct Batches {
+    name: &'static str,
+    delay: std::time::Duration,
+}
+
+#[async_trait::async_trait]
+impl projections::Projection for Batches {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn schema_sql(&self) -> &'static str {
+        "CREATE TABLE batches (n bigserial PRIMARY KEY, events bigint NOT NULL)"
+    }
+
+    fn batching_delay(&self) -> std::time::Duration {
+        self.delay
+    }
+
+    async fn apply(
+        &self,
+        connection: &mut sqlx::PgConnection,
+        events: &[event_store::RecordedEvent],
+    ) -> Result<(), projections::ProjectionError> {
+        sqlx::query("INSERT INTO batches (events) VALUES ($1)")
+            .bind(events.len() as i64)
+            .execute(connection)
+            .await?;
+        Ok(())
+    }
+}
+
+/// The batches a `Batches` projection was given, once it has seen `events` events.
+async fn batches_once_seen(db: &TestDatabase, schema: &str, events: i64) -> i64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (batches, seen): (i64, Option<i64>) = sqlx::query_as(&format!(
+            "SELECT count(*), sum(events)::bigint FROM {schema}.batches"
+        ))
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        if seen == Some(events) {
+            return batches;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{schema} saw {seen:?} of {events}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_background_follower_gathers_the_commits_of_its_batching_delay_into_one_batch() {
+    let db = TestDatabase::new().await;
+    let runtime = ProjectionRuntime::new(db.pool.clone());
+    let gathering = Arc::new(Batches {
+        name: "gathering_test",
+        delay: std::time::Duration::from_millis(1_500),
+    });
+    runtime.ensure_created(gathering.as_ref()).await.unwrap();
+    let follower = {
+        let runtime = runtime.clone();
+        let gathering = gathering.clone();
+        tokio::spawn(async move { runtime.follow(gathering, 100, 60_000).await })
+    };
+    // The follower's first batch finds nothing; then it waits for a commit.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    // Eight commits in a row: the first wakes the follower, which waits out its delay and
+    // then applies all eight at once, where one without a delay applies them as they come.
+    let started = std::time::Instant::now();
+    write_streams(&db, 8, 1, 0).await;
+    let writing = started.elapsed();
+    let batches = batches_once_seen(&db, "gathering_test", 8).await;
+    follower.abort();
+    if writing < std::time::Duration::from_millis(1_000) {
+        assert_eq!(batches, 1, "eight commits within the delay are one batch");
+    } else {
+        // A machine this slow to commit spreads them over more than one delay.
+        assert!(batches < 8, "{batches} batches for 8 commits");
+    }
+}
