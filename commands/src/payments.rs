@@ -146,6 +146,18 @@ impl<E: std::error::Error> From<CommandError<E>> for PaymentError {
     }
 }
 
+/// What [`PaymentService::create_and_confirm`] did.
+pub enum Together<T, W> {
+    /// Created, confirmed, charged and the outcome recorded.
+    Done(Box<Executed<PaymentIntent, T>>),
+    /// Nothing written: create, then confirm with this card (resolved, if it could be) and
+    /// this final step.
+    Separately {
+        final_step: W,
+        payment_method: Option<String>,
+    },
+}
+
 /// The final step's own failure (an idempotency record that could not be written, say).
 #[derive(Debug, thiserror::Error)]
 pub enum FinalStepError<X> {
@@ -472,6 +484,93 @@ impl PaymentService {
         Ok(method)
     }
 
+    /// Creates an intent and confirms it (`confirm=true` on create) with the intent's
+    /// creation, confirmation and attempt in one transaction: one commit fewer than
+    /// [`Self::confirm`] after a separate create, and no stream read twice. Only the plain
+    /// case is taken together: when the card cannot be resolved or used as asked, or the
+    /// intent exists already (a retry of a request that crashed half-way), nothing is written
+    /// and the caller creates and confirms in two steps ([`Together::Separately`]), which
+    /// answers those cases as it always has.
+    pub async fn create_and_confirm<W>(
+        &self,
+        actor: &Actor,
+        new: NewIntent,
+        off_session: bool,
+        final_step: W,
+    ) -> Result<Together<W::Output, W>, FinalStepError<W::Error>>
+    where
+        W: InTransaction<PaymentIntent>,
+    {
+        let requested = new.payment_method.clone();
+        let Some(method) = requested.as_deref() else {
+            return Ok(Together::Separately {
+                final_step,
+                payment_method: requested,
+            });
+        };
+        let Ok(method) = self.resolve_payment_method(actor, method).await else {
+            return Ok(Together::Separately {
+                final_step,
+                payment_method: requested,
+            });
+        };
+        let separately = |final_step| {
+            Ok(Together::Separately {
+                final_step,
+                payment_method: Some(method.id.clone()),
+            })
+        };
+        let belongs_elsewhere = matches!(
+            (&method.customer, &new.customer),
+            (Some(owner), Some(customer)) if owner != customer
+        );
+        if !method.usable() || belongs_elsewhere {
+            return separately(final_step);
+        }
+        let intent_id = new.payment_intent_id.clone();
+        let at = new.at;
+        let mut unit = self
+            .bus
+            .unit(&actor.metadata())
+            .await
+            .map_err(PaymentError::from)?;
+        unit.begin_new::<PaymentIntent>(&intent_id)
+            .map_err(PaymentError::from)?;
+        let confirm = PaymentIntentCommand::Confirm {
+            payment_method: Some(method.id.clone()),
+            charge_id: ids::new_id("ch"),
+            transaction_unique: ids::new_id("tu"),
+            at,
+        };
+        for command in [PaymentIntentCommand::Create(new), confirm] {
+            let decided = unit
+                .decide::<PaymentIntent>(&intent_id, command)
+                .await
+                .map_err(PaymentError::from)?;
+            if decided.is_err() {
+                return separately(final_step);
+            }
+        }
+        let intent = unit
+            .load::<PaymentIntent>(&intent_id)
+            .await
+            .map_err(PaymentError::from)?
+            .clone();
+        let known = match unit.commit_keeping().await {
+            Ok((_, known)) => known,
+            // The stream exists already: a retry of this key's request.
+            Err(UnitError::Conflict) => return separately(final_step),
+            Err(error) => return Err(PaymentError::from(error).into()),
+        };
+        let gateway = self.gateways.for_mode(actor.livemode)?;
+        let outcome = self
+            .send_attempt(gateway, &intent, &method, off_session)
+            .await?;
+        self.record_outcome_knowing(actor, &intent, outcome, final_step, known, Some(&method))
+            .await
+            .map(|executed| Together::Done(Box::new(executed)))
+    }
+
     /// Confirms an intent: records the attempt, charges, records the outcome (with
     /// `final_step` in the outcome's transaction). An intent already processing an attempt
     /// resumes that attempt instead of starting another.
@@ -729,6 +828,26 @@ impl PaymentService {
     where
         W: InTransaction<PaymentIntent>,
     {
+        self.record_outcome_knowing(actor, intent, outcome, final_step, Known::default(), None)
+            .await
+    }
+
+    /// [`Self::record_outcome`] for a caller that committed the attempt itself moments ago:
+    /// `known` holds the intent as that unit left it (not read again unless a race makes the
+    /// commit retry) and `method` the card as read then (its token is refreshed only if the
+    /// card would take the new one).
+    async fn record_outcome_knowing<W>(
+        &self,
+        actor: &Actor,
+        intent: &PaymentIntent,
+        outcome: ChargeOutcome,
+        final_step: W,
+        known: Known,
+        method: Option<&PaymentMethod>,
+    ) -> Result<Executed<PaymentIntent, W::Output>, FinalStepError<W::Error>>
+    where
+        W: InTransaction<PaymentIntent>,
+    {
         let charge = intent
             .pending_charge()
             .ok_or_else(|| PaymentError::Internal("no pending attempt".into()))?;
@@ -739,18 +858,24 @@ impl PaymentService {
             _ => None,
         };
         let payment_method = charge.payment_method.clone();
+        let at = chrono::Utc::now().timestamp();
         let executed = self
-            .decide_intent(
+            .decide_intent_knowing(
                 actor,
                 &intent.id,
                 PaymentIntentCommand::RecordChargeOutcome {
                     charge_id: charge.id.clone(),
                     outcome,
-                    at: chrono::Utc::now().timestamp(),
+                    at,
                 },
                 final_step,
+                known,
             )
             .await?;
+        let new_token = new_token.filter(|token| {
+            !method
+                .is_some_and(|method| method.id == payment_method && method.keeps_token(token, at))
+        });
         if let Some(gateway_token) = new_token {
             // Keep the newest token (Cardstream chains repeat payments through it). Best
             // effort: the charge is recorded either way.
@@ -1149,12 +1274,30 @@ impl PaymentService {
         actor: &Actor,
         intent_id: &str,
         command: PaymentIntentCommand,
+        final_step: W,
+    ) -> Result<Executed<PaymentIntent, W::Output>, FinalStepError<W::Error>>
+    where
+        W: InTransaction<PaymentIntent>,
+    {
+        self.decide_intent_knowing(actor, intent_id, command, final_step, Known::default())
+            .await
+    }
+
+    /// [`Self::decide_intent`], the first attempt seeded with aggregates an earlier unit of
+    /// this caller's committed (a retry after a race reads them afresh).
+    async fn decide_intent_knowing<W>(
+        &self,
+        actor: &Actor,
+        intent_id: &str,
+        command: PaymentIntentCommand,
         mut final_step: W,
+        known: Known,
     ) -> Result<Executed<PaymentIntent, W::Output>, FinalStepError<W::Error>>
     where
         W: InTransaction<PaymentIntent>,
     {
         let mut attempt = 0;
+        let mut known = Some(known);
         loop {
             attempt += 1;
             let mut unit = self
@@ -1162,6 +1305,9 @@ impl PaymentService {
                 .unit(&actor.metadata())
                 .await
                 .map_err(PaymentError::from)?;
+            if let Some(known) = known.take() {
+                unit.seed(known);
+            }
             let events = unit
                 .decide::<PaymentIntent>(intent_id, command.clone())
                 .await

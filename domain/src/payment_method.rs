@@ -152,6 +152,13 @@ impl PaymentMethod {
         !self.id.is_empty()
     }
 
+    /// Whether a charge at `at` that came back with `gateway_token` leaves the stored token
+    /// as it is ([`PaymentMethodCommand::RefreshToken`] decides nothing then).
+    pub fn keeps_token(&self, gateway_token: &str, at: i64) -> bool {
+        gateway_token == self.gateway_token
+            || at < self.token_at.saturating_add(TOKEN_REFRESH_SECONDS)
+    }
+
     /// Whether it can be charged now.
     pub fn usable(&self) -> bool {
         self.exists() && !self.detached
@@ -233,9 +240,7 @@ impl Aggregate for PaymentMethod {
                 if !self.exists() {
                     return Err(PaymentMethodError::NotFound);
                 }
-                if gateway_token == self.gateway_token
-                    || at < self.token_at.saturating_add(TOKEN_REFRESH_SECONDS)
-                {
+                if self.keeps_token(&gateway_token, at) {
                     return Ok(());
                 }
                 PaymentMethodEvent::PaymentMethodTokenRefreshed { gateway_token, at }

@@ -156,6 +156,27 @@ async fn a_customer_pays_with_a_saved_card_and_gets_refunded() {
     assert_eq!(intent["status"], "succeeded");
     assert_eq!(intent["amount_received"], 2500);
     let charge_id = intent["latest_charge"].as_str().unwrap().to_string();
+    // Created, confirmed and its attempt recorded in one transaction before the gateway was
+    // called; the outcome in a second one after.
+    let transactions: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT string_agg(event_type, ',' ORDER BY sequence), count(*) FROM events \
+         WHERE aggregate_type = 'payment_intent' AND aggregate_id = $1 \
+         GROUP BY txid ORDER BY min(sequence)",
+    )
+    .bind(id(&intent))
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        transactions,
+        [
+            (
+                "PaymentIntentCreated,PaymentIntentConfirmed,ChargeAttemptStarted".to_string(),
+                3
+            ),
+            ("ChargeSucceeded".to_string(), 1)
+        ]
+    );
 
     // Reads see the write at once (read-your-writes), with expansion.
     let (status, read) = api

@@ -7,7 +7,7 @@ use axum::response::Response;
 use axum::Json;
 use commands::execute::ExecuteError;
 use commands::idempotency::{IdempotencyError, StoredResponse};
-use commands::payments::{Actor, FinalStepError};
+use commands::payments::{Actor, FinalStepError, Together};
 use commands::{ids, CommandError};
 use domain::customer::{Customer, Metadata};
 use domain::money::{Currency, Money};
@@ -170,24 +170,49 @@ pub async fn create(State(state): State<ApiState>, request: WriteRequest) -> Res
             let actor = request.actor();
             check_customer(&inner, &actor, &customer).await?;
             let intent_id = intent_id_for(&request);
+            let new = NewIntent {
+                payment_intent_id: intent_id.clone(),
+                livemode: actor.livemode,
+                amount: money,
+                customer,
+                payment_method,
+                capture_method: capture,
+                description,
+                receipt_email,
+                metadata,
+                invoice: None,
+                at: chrono::Utc::now().timestamp(),
+            };
+            // Created, confirmed and charged with one commit before the gateway, when
+            // nothing stands in the way; otherwise in two steps, below.
+            let (final_step, payment_method) = if confirm {
+                match inner
+                    .payments
+                    .create_and_confirm(
+                        &actor,
+                        new.clone(),
+                        off_session,
+                        Respond::new(token, render),
+                    )
+                    .await?
+                {
+                    Together::Done(confirmed) => {
+                        return Ok(Written::from_executed(*confirmed, token))
+                    }
+                    Together::Separately {
+                        final_step,
+                        payment_method,
+                    } => (Some(final_step), payment_method),
+                }
+            } else {
+                (None, new.payment_method.clone())
+            };
             let created = inner
                 .payments
                 .bus()
                 .execute_with::<PaymentIntent, _>(
                     &intent_id,
-                    PaymentIntentCommand::Create(NewIntent {
-                        payment_intent_id: intent_id.clone(),
-                        livemode: actor.livemode,
-                        amount: money,
-                        customer,
-                        payment_method: payment_method.clone(),
-                        capture_method: capture,
-                        description,
-                        receipt_email,
-                        metadata,
-                        invoice: None,
-                        at: chrono::Utc::now().timestamp(),
-                    }),
+                    PaymentIntentCommand::Create(new),
                     &(),
                     &actor.metadata(),
                     Respond::new(if confirm { None } else { token }, render_ok),
@@ -221,20 +246,14 @@ pub async fn create(State(state): State<ApiState>, request: WriteRequest) -> Res
                 }
                 Err(error) => return Err(intent_error(&intent_id, error)),
             };
-            if !confirm {
+            let Some(final_step) = final_step else {
                 return created
                     .map(|created| Written::from_executed(created, token))
                     .ok_or_else(|| ApiError::internal("intent already exists"));
-            }
+            };
             let confirmed = inner
                 .payments
-                .confirm(
-                    &actor,
-                    &intent_id,
-                    payment_method,
-                    off_session,
-                    Respond::new(token, render),
-                )
+                .confirm(&actor, &intent_id, payment_method, off_session, final_step)
                 .await?;
             Ok(Written::from_executed(confirmed, token))
         })
