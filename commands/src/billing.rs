@@ -1353,6 +1353,67 @@ impl BillingService {
         Ok(outcome)
     }
 
+    /// The receipt invoices of many one-off payments of one project and mode, in one
+    /// transaction (the project's invoice counter locked once, every stream read in a query
+    /// per kind). Should the batch not commit (a stream changed under it, one payment not
+    /// this project's), nothing of it is kept and each receipt is issued alone
+    /// ([`Self::issue_receipt`], with its retries). One result per intent, in order.
+    pub async fn issue_receipts(
+        &self,
+        actor: &Actor,
+        intent_ids: &[String],
+    ) -> Vec<Result<JobOutcome, PaymentError>> {
+        let bus = self.payments.bus().clone();
+        let together = async {
+            let mut unit = bus.unit(&actor.metadata()).await?;
+            let intents: Vec<&str> = intent_ids.iter().map(String::as_str).collect();
+            unit.preload::<PaymentIntent>(&intents).await?;
+            let invoice_ids: Vec<String> = intent_ids
+                .iter()
+                .map(|intent| receipt_invoice_id(intent))
+                .collect();
+            let invoices: Vec<&str> = invoice_ids.iter().map(String::as_str).collect();
+            unit.preload::<Invoice>(&invoices).await?;
+            let mut customers = Vec::new();
+            for intent in &intents {
+                if let Some(customer) = unit.load::<PaymentIntent>(intent).await?.customer.clone() {
+                    customers.push(customer);
+                }
+            }
+            let customers: Vec<&str> = customers.iter().map(String::as_str).collect();
+            unit.preload::<Customer>(&customers).await?;
+            let mut outcomes = Vec::with_capacity(intent_ids.len());
+            for (intent_id, invoice_id) in intent_ids.iter().zip(&invoice_ids) {
+                let intent =
+                    load_owned::<PaymentIntent>(&mut unit, actor, "payment_intent", intent_id)
+                        .await?;
+                let already = unit.load::<Invoice>(invoice_id).await?.exists();
+                let needs_receipt = intent.invoice.is_none()
+                    && intent.customer.is_some()
+                    && intent.status == IntentStatus::Succeeded;
+                if already || !needs_receipt {
+                    outcomes.push(JobOutcome::AlreadyDone);
+                    continue;
+                }
+                receipt_invoice(&mut unit, actor, &intent, invoice_id).await?;
+                outcomes.push(JobOutcome::Done);
+            }
+            unit.commit().await?;
+            Ok::<_, PaymentError>(outcomes)
+        };
+        match together.await {
+            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+            Err(error) => {
+                tracing::debug!(%error, "a batch of receipts did not commit; issuing them one by one");
+                let mut results = Vec::with_capacity(intent_ids.len());
+                for intent_id in intent_ids {
+                    results.push(self.issue_receipt(actor, intent_id).await);
+                }
+                results
+            }
+        }
+    }
+
     /// Manual invoices: a draft for `customer`, optionally pulling in its pending items.
     pub async fn create_invoice(
         &self,

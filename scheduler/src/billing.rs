@@ -37,6 +37,8 @@ const MAX_IDLE_PASSES: u32 = 200;
 const RENEWALS_PER_BATCH: usize = 50;
 /// Batches of one project under way at once: one taking invoice numbers, one at the gateway.
 const BATCHES_IN_FLIGHT_PER_PROJECT: usize = 2;
+/// Receipt invoices of one project issued in one transaction.
+const RECEIPTS_PER_BATCH: usize = 100;
 /// Pending invoice items (prorations) a renewal invoice takes in; any beyond wait for the
 /// next one.
 const MAX_PENDING_ITEMS_PER_RENEWAL: i64 = 250;
@@ -280,6 +282,24 @@ impl BillingRunner {
     async fn work(&self, jobs: Vec<Job>) -> (RunReport, Vec<String>) {
         let (renewals, others): (Vec<Job>, Vec<Job>) =
             jobs.into_iter().partition(|job| job.kind == "renew");
+        let (receipts, others): (Vec<Job>, Vec<Job>) =
+            others.into_iter().partition(|job| job.kind == "receipt");
+        let mut receipt_batches: std::collections::BTreeMap<(String, bool), Vec<Job>> =
+            std::collections::BTreeMap::new();
+        for job in receipts {
+            receipt_batches
+                .entry((job.project.clone(), job.livemode))
+                .or_default()
+                .push(job);
+        }
+        let receipt_batches: Vec<Vec<Job>> = receipt_batches
+            .into_values()
+            .flat_map(|jobs| {
+                jobs.chunks(RECEIPTS_PER_BATCH)
+                    .map(<[Job]>::to_vec)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         let mut by_project: std::collections::BTreeMap<(String, bool), Vec<Job>> =
             std::collections::BTreeMap::new();
         for job in renewals {
@@ -293,7 +313,7 @@ impl BillingRunner {
         // while its previous batch is at the gateway; projects run side by side.
         let projects: Vec<Vec<Job>> = by_project.into_values().collect();
         let project_concurrency = (self.concurrency / 2).max(1);
-        let (batched, single) = futures::join!(
+        let (batched, single, receipted) = futures::join!(
             futures::stream::iter(projects)
                 .map(|jobs| {
                     // A task of its own, so projects use every core.
@@ -332,15 +352,79 @@ impl BillingRunner {
                     (report, done)
                 })
                 .buffer_unordered(self.concurrency)
+                .collect::<Vec<(RunReport, Vec<String>)>>(),
+            futures::stream::iter(receipt_batches)
+                .map(|batch| self.run_receipts(batch))
+                .buffer_unordered(project_concurrency)
                 .collect::<Vec<(RunReport, Vec<String>)>>()
         );
         let mut report = RunReport::default();
         let mut finished = Vec::new();
-        for (one, done) in batched.into_iter().flatten().chain(single) {
+        for (one, done) in batched.into_iter().flatten().chain(single).chain(receipted) {
             report.absorb(one);
             finished.extend(done);
         }
         (report, finished)
+    }
+
+    /// Issues one project's batch of receipt invoices together, then clears their rows and
+    /// leases (a statement each for the whole batch).
+    async fn run_receipts(&self, jobs: Vec<Job>) -> (RunReport, Vec<String>) {
+        let mut report = RunReport::default();
+        let mut finished = Vec::with_capacity(jobs.len());
+        let Some(first) = jobs.first() else {
+            return (report, finished);
+        };
+        let actor = Actor {
+            project: first.project.clone(),
+            livemode: first.livemode,
+            actor: "system:billing".into(),
+            request_id: commands::ids::new_id("req"),
+            idempotency_key: None,
+        };
+        let intents: Vec<String> = jobs.iter().map(|job| job.id.clone()).collect();
+        let results = self.billing.issue_receipts(&actor, &intents).await;
+        for (job, result) in jobs.iter().zip(results) {
+            match result {
+                Ok(JobOutcome::Done) => {
+                    report.receipts += 1;
+                    finished.push(job.id.clone());
+                }
+                Ok(JobOutcome::AlreadyDone) => {
+                    report.already_done += 1;
+                    finished.push(job.id.clone());
+                }
+                Err(error) => {
+                    tracing::warn!(id = %job.id, %error, "receipt invoice failed; it stays due");
+                    report.failed += 1;
+                }
+            }
+        }
+        // Issued, or nothing to issue (a guest payment, an invoice's own intent): the rows
+        // have served. (A rebuild brings rows back; each is then found done.)
+        if let Err(error) =
+            sqlx::query("DELETE FROM billing.receipts_due WHERE payment_intent = ANY($1::text[])")
+                .bind(&finished)
+                .execute(&self.pool)
+                .await
+        {
+            tracing::warn!(%error, "could not clear receipt jobs");
+        }
+        self.release_leases(&jobs).await;
+        (report, finished)
+    }
+
+    async fn release_leases(&self, jobs: &[Job]) {
+        let keys: Vec<String> = jobs.iter().map(Job::lease_key).collect();
+        if let Err(error) =
+            sqlx::query("DELETE FROM billing.leases WHERE job = ANY($1::text[]) AND holder = $2")
+                .bind(&keys)
+                .bind(&self.worker)
+                .execute(&self.pool)
+                .await
+        {
+            tracing::warn!(%error, "could not release billing leases");
+        }
     }
 
     /// Renews one project's batch of due subscriptions together.
@@ -390,16 +474,7 @@ impl BillingRunner {
                 }
             }
         }
-        let keys: Vec<String> = jobs.iter().map(Job::lease_key).collect();
-        if let Err(error) =
-            sqlx::query("DELETE FROM billing.leases WHERE job = ANY($1::text[]) AND holder = $2")
-                .bind(&keys)
-                .bind(&self.worker)
-                .execute(&self.pool)
-                .await
-        {
-            tracing::warn!(%error, "could not release billing leases");
-        }
+        self.release_leases(&jobs).await;
         (report, finished)
     }
 
@@ -444,10 +519,10 @@ impl BillingRunner {
             request_id: commands::ids::new_id("req"),
             idempotency_key: None,
         };
-        // Renewals go in batches (`run_renewals`), never through here.
+        // Renewals and receipts go in batches (`run_renewals`, `run_receipts`), never
+        // through here.
         let outcome = match job.kind.as_str() {
             "retry" => self.billing.retry_invoice(&actor, &job.id, job.due).await,
-            "receipt" => self.billing.issue_receipt(&actor, &job.id).await,
             "expire_checkout" => {
                 commands::checkout::CheckoutService::new(self.billing.clone())
                     .expire_due(&actor, &job.id)
@@ -460,24 +535,11 @@ impl BillingRunner {
             Ok(JobOutcome::AlreadyDone) => report.already_done = 1,
             Ok(JobOutcome::Done) => match job.kind.as_str() {
                 "retry" => report.retried = 1,
-                "receipt" => report.receipts = 1,
                 _ => report.expired = 1,
             },
             Err(error) => {
                 tracing::warn!(kind = %job.kind, id = %job.id, %error, "billing job failed; it stays due");
                 report.failed = 1;
-            }
-        }
-        if job.kind == "receipt" && report.failed == 0 {
-            // Issued, or nothing to issue (a guest payment, an invoice's own intent): the
-            // row has served. (A rebuild brings rows back; each is then found done.)
-            if let Err(error) =
-                sqlx::query("DELETE FROM billing.receipts_due WHERE payment_intent = $1")
-                    .bind(&job.id)
-                    .execute(&self.pool)
-                    .await
-            {
-                tracing::warn!(%error, "could not clear a receipt job");
             }
         }
         // Done (or found done): the lease is not needed any more.

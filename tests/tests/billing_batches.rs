@@ -396,3 +396,95 @@ async fn a_batch_that_cannot_commit_whole_renews_each_alone() {
     assert_eq!(world.count(&refused, "SubscriptionRenewed").await, 0);
     assert_eq!(world.numbers().await, (1..=4).collect::<Vec<i64>>());
 }
+
+#[tokio::test]
+async fn one_off_payments_get_their_receipt_invoices_in_one_transaction() {
+    use commands::payments::Together;
+    use domain::money::Money;
+    use domain::payment_intent::{CaptureMethod, NewIntent};
+    let world = world().await;
+    let (customer, card) = world.customer_with_card("pm_card_visa").await;
+    let actor = Actor {
+        project: PROJECT.into(),
+        livemode: false,
+        actor: "system:test".into(),
+        request_id: "req_test".into(),
+        idempotency_key: None,
+    };
+    let mut paid = Vec::new();
+    for n in 0..6 {
+        // The last one is a guest payment: no customer, so no invoice.
+        let customer = (n < 5).then(|| customer.clone());
+        let id = commands::ids::new_id("pi");
+        let new = NewIntent {
+            payment_intent_id: id.clone(),
+            livemode: false,
+            amount: Money::new(1_000 + n, Currency::GBP).expect("money"),
+            customer,
+            payment_method: Some(card.clone()),
+            capture_method: CaptureMethod::Automatic,
+            description: None,
+            receipt_email: None,
+            metadata: Metadata::new(),
+            invoice: None,
+            at: chrono::Utc::now().timestamp(),
+        };
+        let together = world
+            .payments
+            .create_and_confirm(&actor, new, true, commands::execute::NoExtraWork)
+            .await
+            .map_err(|error| error.into_payment_error())
+            .expect("charged");
+        assert!(matches!(together, Together::Done(_)), "in one step");
+        paid.push(id);
+    }
+    // One receipt issued beforehand (as by another runner): its payment is not due any more.
+    let billing = BillingService::new(world.payments.clone());
+    billing
+        .issue_receipt(&actor, &paid[0])
+        .await
+        .expect("receipt");
+
+    world
+        .runtime
+        .catch_up(&projections::billing_schedule::BillingSchedule, 10_000)
+        .await
+        .expect("caught up");
+    let report = world
+        .runner
+        .run_due(Scope::Receipts)
+        .await
+        .expect("receipts");
+    assert_eq!(report.receipts, 4, "{report:?}");
+    // The guest payment: looked at, nothing to issue.
+    assert_eq!(report.already_done, 1, "{report:?}");
+    assert_eq!(report.failed, 0, "{report:?}");
+
+    let receipts: Vec<String> = paid
+        .iter()
+        .map(|intent| commands::billing::receipt_invoice_id(intent))
+        .collect();
+    for (n, receipt) in receipts.iter().enumerate() {
+        let expected = i64::from(n < 5);
+        assert_eq!(
+            world.count(receipt, "InvoicePaid").await,
+            expected,
+            "{receipt}"
+        );
+    }
+    // The four the run issued: one transaction; the numbers gapless.
+    assert_eq!(
+        world
+            .transactions_writing(&receipts[1..5], "InvoiceFinalized")
+            .await,
+        1
+    );
+    assert_eq!(world.numbers().await, (1..=5).collect::<Vec<i64>>());
+    // Nothing is left due.
+    let again = world
+        .runner
+        .run_due(Scope::Receipts)
+        .await
+        .expect("receipts");
+    assert_eq!(again.done() + again.already_done, 0, "{again:?}");
+}
