@@ -48,7 +48,7 @@ pub const DEFAULT_BATCH_EVENTS: i64 = 1_000;
 pub const REBUILD_BATCH_EVENTS: i64 = 20_000;
 /// What a background read model's follower waits after a commit before reading
 /// ([`Projection::batching_delay`]).
-pub const BACKGROUND_BATCHING_DELAY: Duration = Duration::from_millis(50);
+pub const BACKGROUND_BATCHING_DELAY: Duration = Duration::from_millis(200);
 /// Every committed batch notifies this channel with its projection's name.
 pub const CHECKPOINT_CHANNEL: &str = "calmony_checkpoints";
 
