@@ -132,7 +132,7 @@ async fn read_columns_after(
     limit: i64,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
     let events = sqlx::query_as(&format!(
-        "SELECT {columns} FROM events \
+        "SELECT {columns} FROM public.events \
          WHERE (txid, position) > ($1::text::xid8, $2) \
            AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
          ORDER BY events.txid, events.position \
@@ -192,7 +192,7 @@ pub async fn read_batch_after(
     };
     let rows: Vec<WithHorizon> = sqlx::query_as(&format!(
         "SELECT {columns}, pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon \
-         FROM events \
+         FROM public.events \
          WHERE (txid, position) > ($1::text::xid8, $2) \
          ORDER BY events.txid, events.position \
          LIMIT $3"
@@ -219,7 +219,7 @@ pub async fn has_hidden_events(
     after: LogCursor,
 ) -> Result<bool, StoreError> {
     let hidden: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM events \
+        "SELECT EXISTS (SELECT 1 FROM public.events \
          WHERE (txid, position) > ($1::text::xid8, $2) \
            AND txid >= pg_snapshot_xmin(pg_current_snapshot()))",
     )
@@ -239,7 +239,7 @@ pub async fn read_after_until(
     limit: i64,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
     let events = sqlx::query_as(&format!(
-        "SELECT {RECORDED_EVENT_COLUMNS} FROM events \
+        "SELECT {RECORDED_EVENT_COLUMNS} FROM public.events \
          WHERE (txid, position) > ($1::text::xid8, $2) \
            AND (txid, position) <= ($3::text::xid8, $4) \
            AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
@@ -350,7 +350,7 @@ pub async fn cursor_after(
     n: i64,
 ) -> Result<Option<LogCursor>, StoreError> {
     let row: Option<(i64, i64)> = sqlx::query_as(
-        "SELECT txid::text::bigint, position FROM events \
+        "SELECT txid::text::bigint, position FROM public.events \
          WHERE (txid, position) > ($1::text::xid8, $2) \
            AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
          ORDER BY events.txid, events.position \
@@ -380,7 +380,7 @@ pub async fn read_range_unhashed(
         HEADER_COLUMNS
     };
     let events = sqlx::query_as(&format!(
-        "SELECT {columns} FROM events \
+        "SELECT {columns} FROM public.events \
          WHERE (txid, position) > ($1::text::xid8, $2) \
            AND (txid, position) <= ($3::text::xid8, $4) \
          ORDER BY events.txid, events.position \

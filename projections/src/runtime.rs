@@ -291,12 +291,15 @@ struct Batch {
 
 const LOCK_SQL: &str = "SELECT pg_advisory_xact_lock(hashtextextended('projection:' || $1, 0))";
 
-/// `BEGIN`, [`LOCK_SQL`] and the batch's settings as one simple query: a live batch starts
-/// in one round trip.
+/// `BEGIN`, [`LOCK_SQL`] and the batch's settings (the projection's schema first on the
+/// search path, for `apply`; what the runtime reads itself names its schema) as one simple
+/// query: a live batch starts in one round trip.
 fn begin_locked_sql(projection: &dyn Projection) -> String {
     let mut sql = format!(
-        "BEGIN; SELECT pg_advisory_xact_lock(hashtextextended('projection:' || '{}', 0))",
-        projection.name().replace('\'', "''")
+        "BEGIN; SELECT pg_advisory_xact_lock(hashtextextended('projection:' || '{}', 0)); \
+         SET LOCAL search_path TO {}, public",
+        projection.name().replace('\'', "''"),
+        quoted(projection.name())
     );
     if projection.commits_asynchronously() {
         sql.push_str("; SET LOCAL synchronous_commit TO off");
@@ -522,7 +525,6 @@ impl ProjectionRuntime {
             });
         };
         let last = last.cursor();
-        set_search_path(&mut transaction, projection.name()).await?;
         projection.apply(&mut transaction, &events).await?;
         write_checkpoint_and_notify(&mut transaction, projection.name(), last, events.len())
             .await?;
