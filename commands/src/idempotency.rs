@@ -229,8 +229,18 @@ struct ClaimRow {
 /// Inserts a fresh claim, or takes over one whose lease ran out (same parameters only);
 /// otherwise returns the record as it stands. A row inserted by a concurrent claim after
 /// this statement's snapshot is not returned (no row at all): the caller asks again.
+///
+/// The claim's commit does not wait for the disk (`synchronous_commit` off for this
+/// statement's transaction): other requests see it at once, which is all a claim is for.
+/// Should the database crash before the claim is flushed, the request that made it failed
+/// with it, and nothing it did can outlive the claim: the command's transaction (events
+/// and stored answer) waits for the disk, and the log is flushed in order, so whatever of
+/// it is durable has the claim durable before it.
 const CLAIM_SQL: &str = "\
-WITH claimed AS (
+WITH relaxed AS MATERIALIZED (
+    SELECT set_config('synchronous_commit', 'off', true) AS setting
+),
+claimed AS (
     INSERT INTO idempotency_keys AS k
         (project, mode, idempotency_key, fingerprint, claim_id, locked_until)
     VALUES ($1, $2, $3, $4, gen_random_uuid(), now() + $5::float8 * interval '1 millisecond')
@@ -245,11 +255,11 @@ WITH claimed AS (
 )
 SELECT true AS claimed, generation, claim_id, NULL::bytea AS fingerprint, NULL::text AS state,
        NULL::bool AS leased, NULL::int4 AS response_status, NULL::bytea AS response_body
-FROM claimed
+FROM claimed, relaxed
 UNION ALL
 SELECT false, generation, claim_id, fingerprint, state, locked_until > now(),
        response_status::int4, response_body
-FROM idempotency_keys
+FROM idempotency_keys, relaxed
 WHERE project = $1 AND mode = $2 AND idempotency_key = $3
   AND NOT EXISTS (SELECT 1 FROM claimed)";
 
