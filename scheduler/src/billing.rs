@@ -289,34 +289,18 @@ impl BillingRunner {
             jobs.into_iter().partition(|job| job.kind == "renew");
         let (receipts, others): (Vec<Job>, Vec<Job>) =
             others.into_iter().partition(|job| job.kind == "receipt");
-        let mut receipt_batches: std::collections::BTreeMap<(String, bool), Vec<Job>> =
-            std::collections::BTreeMap::new();
-        for job in receipts {
-            receipt_batches
-                .entry((job.project.clone(), job.livemode))
-                .or_default()
-                .push(job);
-        }
-        let receipt_batches: Vec<Vec<Job>> = receipt_batches
-            .into_values()
+        let receipt_batches: Vec<Vec<Job>> = by_project(receipts)
+            .into_iter()
             .flat_map(|jobs| {
                 jobs.chunks(RECEIPTS_PER_BATCH)
                     .map(<[Job]>::to_vec)
                     .collect::<Vec<_>>()
             })
             .collect();
-        let mut by_project: std::collections::BTreeMap<(String, bool), Vec<Job>> =
-            std::collections::BTreeMap::new();
-        for job in renewals {
-            by_project
-                .entry((job.project.clone(), job.livemode))
-                .or_default()
-                .push(job);
-        }
         // A project's batches take its invoice numbers in turn (the counter's lock is held
         // from a batch's first number to its commit), so each project runs one batch opening
         // while its previous batch is at the gateway; projects run side by side.
-        let projects: Vec<Vec<Job>> = by_project.into_values().collect();
+        let projects = by_project(renewals);
         let project_concurrency = (self.concurrency / 2).max(1);
         let (batched, single, receipted) = futures::join!(
             futures::stream::iter(projects)
@@ -375,36 +359,13 @@ impl BillingRunner {
     /// Issues one project's batch of receipt invoices together, then clears their rows and
     /// leases (a statement each for the whole batch).
     async fn run_receipts(&self, jobs: Vec<Job>) -> (RunReport, Vec<String>) {
-        let mut report = RunReport::default();
-        let mut finished = Vec::with_capacity(jobs.len());
         let Some(first) = jobs.first() else {
-            return (report, finished);
+            return (RunReport::default(), Vec::new());
         };
-        let actor = Actor {
-            project: first.project.clone(),
-            livemode: first.livemode,
-            actor: "system:billing".into(),
-            request_id: commands::ids::new_id("req"),
-            idempotency_key: None,
-        };
+        let actor = first.actor();
         let intents: Vec<String> = jobs.iter().map(|job| job.id.clone()).collect();
         let results = self.billing.issue_receipts(&actor, &intents).await;
-        for (job, result) in jobs.iter().zip(results) {
-            match result {
-                Ok(JobOutcome::Done) => {
-                    report.receipts += 1;
-                    finished.push(job.id.clone());
-                }
-                Ok(JobOutcome::AlreadyDone) => {
-                    report.already_done += 1;
-                    finished.push(job.id.clone());
-                }
-                Err(error) => {
-                    tracing::warn!(id = %job.id, %error, "receipt invoice failed; it stays due");
-                    report.failed += 1;
-                }
-            }
-        }
+        let (report, finished) = tally(&jobs, results, |report| report.receipts += 1);
         // Issued, or nothing to issue (a guest payment, an invoice's own intent): the rows
         // have served. (A rebuild brings rows back; each is then found done.)
         if let Err(error) =
@@ -434,24 +395,19 @@ impl BillingRunner {
 
     /// Renews one project's batch of due subscriptions together.
     async fn run_renewals(&self, jobs: Vec<Job>) -> (RunReport, Vec<String>) {
-        let mut report = RunReport::default();
-        let mut finished = Vec::with_capacity(jobs.len());
         let Some(first) = jobs.first() else {
-            return (report, finished);
+            return (RunReport::default(), Vec::new());
         };
-        let actor = Actor {
-            project: first.project.clone(),
-            livemode: first.livemode,
-            actor: "system:billing".into(),
-            request_id: commands::ids::new_id("req"),
-            idempotency_key: None,
-        };
+        let actor = first.actor();
         let pending = match self.pending_items_of_all(&jobs).await {
             Ok(pending) => pending,
             Err(error) => {
                 tracing::warn!(%error, "could not read pending invoice items; the renewals stay due");
-                report.failed = jobs.len() as u64;
-                return (report, finished);
+                let report = RunReport {
+                    failed: jobs.len() as u64,
+                    ..RunReport::default()
+                };
+                return (report, Vec::new());
             }
         };
         let due: Vec<DueRenewal> = jobs
@@ -463,22 +419,7 @@ impl BillingRunner {
             })
             .collect();
         let results = self.billing.renew_batch(&actor, &due).await;
-        for (job, result) in jobs.iter().zip(results) {
-            match result {
-                Ok(JobOutcome::Done) => {
-                    report.renewed += 1;
-                    finished.push(job.id.clone());
-                }
-                Ok(JobOutcome::AlreadyDone) => {
-                    report.already_done += 1;
-                    finished.push(job.id.clone());
-                }
-                Err(error) => {
-                    tracing::warn!(kind = %job.kind, id = %job.id, %error, "billing job failed; it stays due");
-                    report.failed += 1;
-                }
-            }
-        }
+        let (report, finished) = tally(&jobs, results, |report| report.renewed += 1);
         self.release_leases(&jobs).await;
         (report, finished)
     }
@@ -517,13 +458,7 @@ impl BillingRunner {
     }
 
     async fn run_job(&self, job: Job) -> RunReport {
-        let actor = Actor {
-            project: job.project.clone(),
-            livemode: job.livemode,
-            actor: "system:billing".into(),
-            request_id: commands::ids::new_id("req"),
-            idempotency_key: None,
-        };
+        let actor = job.actor();
         // Renewals and receipts go in batches (`run_renewals`, `run_receipts`), never
         // through here.
         let outcome = match job.kind.as_str() {
@@ -620,6 +555,59 @@ impl Job {
     fn lease_key(&self) -> String {
         format!("{}:{}:{}", self.kind, self.id, self.due)
     }
+
+    /// Who does the job: the billing system, in the job's project and mode.
+    fn actor(&self) -> Actor {
+        Actor {
+            project: self.project.clone(),
+            livemode: self.livemode,
+            actor: "system:billing".into(),
+            request_id: commands::ids::new_id("req"),
+            idempotency_key: None,
+        }
+    }
+}
+
+/// Jobs grouped by project and mode (batches never mix them: a batch's unit of work is one
+/// project's, and takes that project's invoice numbers).
+fn by_project(jobs: Vec<Job>) -> Vec<Vec<Job>> {
+    let mut groups: std::collections::BTreeMap<(String, bool), Vec<Job>> =
+        std::collections::BTreeMap::new();
+    for job in jobs {
+        groups
+            .entry((job.project.clone(), job.livemode))
+            .or_default()
+            .push(job);
+    }
+    groups.into_values().collect()
+}
+
+/// A batch's results as a report (`done` counts one job done) and the ids of the jobs
+/// finished (done, or found done); a failed job stays due.
+fn tally(
+    jobs: &[Job],
+    results: Vec<Result<JobOutcome, commands::payments::PaymentError>>,
+    done: fn(&mut RunReport),
+) -> (RunReport, Vec<String>) {
+    let mut report = RunReport::default();
+    let mut finished = Vec::with_capacity(jobs.len());
+    for (job, result) in jobs.iter().zip(results) {
+        match result {
+            Ok(JobOutcome::Done) => {
+                done(&mut report);
+                finished.push(job.id.clone());
+            }
+            Ok(JobOutcome::AlreadyDone) => {
+                report.already_done += 1;
+                finished.push(job.id.clone());
+            }
+            Err(error) => {
+                tracing::warn!(kind = %job.kind, id = %job.id, %error, "billing job failed; it stays due");
+                report.failed += 1;
+            }
+        }
+    }
+    (report, finished)
 }
 
 /// The billing loop of `calmony serve`: a full run every `interval`; receipt invoices and

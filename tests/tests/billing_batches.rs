@@ -99,16 +99,21 @@ async fn world() -> World {
     }
 }
 
+/// The test's actor in the project, test mode.
+fn actor() -> Actor {
+    Actor {
+        project: PROJECT.into(),
+        livemode: false,
+        actor: "system:test".into(),
+        request_id: "req_test".into(),
+        idempotency_key: None,
+    }
+}
+
 impl World {
     /// A customer with a card tokenised by the simulator from a `pm_card_*` test token.
     async fn customer_with_card(&self, token: &str) -> (String, String) {
-        let actor = Actor {
-            project: PROJECT.into(),
-            livemode: false,
-            actor: "system:test".into(),
-            request_id: "req_test".into(),
-            idempotency_key: None,
-        };
+        let actor = actor();
         let method = self
             .payments
             .create_card_payment_method(
@@ -404,13 +409,7 @@ async fn one_off_payments_get_their_receipt_invoices_in_one_transaction() {
     use domain::payment_intent::{CaptureMethod, NewIntent};
     let world = world().await;
     let (customer, card) = world.customer_with_card("pm_card_visa").await;
-    let actor = Actor {
-        project: PROJECT.into(),
-        livemode: false,
-        actor: "system:test".into(),
-        request_id: "req_test".into(),
-        idempotency_key: None,
-    };
+    let actor = actor();
     let mut paid = Vec::new();
     for n in 0..6 {
         // The last one is a guest payment: no customer, so no invoice.
