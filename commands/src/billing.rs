@@ -400,6 +400,26 @@ pub(crate) async fn react_to_intent(
     Ok(())
 }
 
+/// Decides, in `unit`, the receipt invoice of a one-off payment, unless it has one already
+/// or needs none (a guest payment, an invoice's own intent, one not succeeded).
+async fn receipt_in(
+    unit: &mut UnitOfWork,
+    actor: &Actor,
+    intent_id: &str,
+) -> Result<JobOutcome, PaymentError> {
+    let invoice_id = receipt_invoice_id(intent_id);
+    let intent = load_owned::<PaymentIntent>(unit, actor, "payment_intent", intent_id).await?;
+    let already = unit.load::<Invoice>(&invoice_id).await?.exists();
+    let needs_receipt = intent.invoice.is_none()
+        && intent.customer.is_some()
+        && intent.status == IntentStatus::Succeeded;
+    if already || !needs_receipt {
+        return Ok(JobOutcome::AlreadyDone);
+    }
+    receipt_invoice(unit, actor, &intent, &invoice_id).await?;
+    Ok(JobOutcome::Done)
+}
+
 /// Every successful one-off payment gets a paid invoice: one line for what was received,
 /// numbered like any other. A project default rate applies only if it is inclusive (the
 /// amount charged is fixed; tax can only be read out of it, never added on top).
@@ -1336,19 +1356,8 @@ impl BillingService {
         intent_id: &str,
     ) -> Result<JobOutcome, PaymentError> {
         let bus = self.payments.bus().clone();
-        let invoice_id = receipt_invoice_id(intent_id);
         let (outcome, _appended) = in_unit!(bus, actor, |unit| {
-            let intent =
-                load_owned::<PaymentIntent>(&mut unit, actor, "payment_intent", intent_id).await?;
-            let already = unit.load::<Invoice>(&invoice_id).await?.exists();
-            let needs_receipt = intent.invoice.is_none()
-                && intent.customer.is_some()
-                && intent.status == IntentStatus::Succeeded;
-            if already || !needs_receipt {
-                return Ok(JobOutcome::AlreadyDone);
-            }
-            receipt_invoice(&mut unit, actor, &intent, &invoice_id).await?;
-            Ok(JobOutcome::Done)
+            receipt_in(&mut unit, actor, intent_id).await
         })?;
         Ok(outcome)
     }
@@ -1383,20 +1392,8 @@ impl BillingService {
             let customers: Vec<&str> = customers.iter().map(String::as_str).collect();
             unit.preload::<Customer>(&customers).await?;
             let mut outcomes = Vec::with_capacity(intent_ids.len());
-            for (intent_id, invoice_id) in intent_ids.iter().zip(&invoice_ids) {
-                let intent =
-                    load_owned::<PaymentIntent>(&mut unit, actor, "payment_intent", intent_id)
-                        .await?;
-                let already = unit.load::<Invoice>(invoice_id).await?.exists();
-                let needs_receipt = intent.invoice.is_none()
-                    && intent.customer.is_some()
-                    && intent.status == IntentStatus::Succeeded;
-                if already || !needs_receipt {
-                    outcomes.push(JobOutcome::AlreadyDone);
-                    continue;
-                }
-                receipt_invoice(&mut unit, actor, &intent, invoice_id).await?;
-                outcomes.push(JobOutcome::Done);
+            for intent_id in intent_ids {
+                outcomes.push(receipt_in(&mut unit, actor, intent_id).await?);
             }
             unit.commit().await?;
             Ok::<_, PaymentError>(outcomes)

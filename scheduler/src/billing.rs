@@ -483,14 +483,7 @@ impl BillingRunner {
             }
         }
         // Done (or found done): the lease is not needed any more.
-        if let Err(error) = sqlx::query("DELETE FROM billing.leases WHERE job = $1 AND holder = $2")
-            .bind(job.lease_key())
-            .bind(&self.worker)
-            .execute(&self.pool)
-            .await
-        {
-            tracing::warn!(%error, "could not release a billing lease");
-        }
+        self.release_leases(std::slice::from_ref(&job)).await;
         report
     }
 
