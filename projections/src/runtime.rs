@@ -205,6 +205,56 @@ const HIDDEN_RETRY_MS: u64 = 2;
 pub struct ProjectionRuntime {
     pool: PgPool,
     published: Arc<Published>,
+    slots: Arc<Slots>,
+}
+
+/// When this runtime's background followers read: each its own phase of its batching delay,
+/// so that their batches (each a burst of database work) take turns instead of arriving
+/// together after the commit that woke them all.
+struct Slots {
+    epoch: tokio::time::Instant,
+    started: std::sync::atomic::AtomicUsize,
+}
+
+impl Slots {
+    fn new() -> Self {
+        Self {
+            epoch: tokio::time::Instant::now(),
+            started: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// The phase of the next follower with a delay: the k-th at frac(k·φ) of its period,
+    /// which spreads any number of them evenly.
+    fn next_phase(&self, period: Duration) -> Duration {
+        const GOLDEN_RATIO_FRACTION: f64 = 0.618_033_988_749_895;
+        let k = self
+            .started
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        period.mul_f64((k as f64 * GOLDEN_RATIO_FRACTION).fract())
+    }
+
+    /// The first of the follower's slots (`epoch + phase + n·period`) at least half a
+    /// period from `now`: a woken follower gathers commits for at least half its delay and
+    /// on average for its delay, as it did when each slept its delay from its wake-up.
+    fn next_slot(
+        &self,
+        now: tokio::time::Instant,
+        phase: Duration,
+        period: Duration,
+    ) -> tokio::time::Instant {
+        if period.is_zero() {
+            return now;
+        }
+        let earliest = now + period / 2;
+        let first = self.epoch + phase;
+        if earliest <= first {
+            return first;
+        }
+        let since = earliest.duration_since(first).as_nanos();
+        let ahead = since.div_ceil(period.as_nanos()) * period.as_nanos();
+        first + Duration::from_nanos(u64::try_from(ahead).unwrap_or(u64::MAX))
+    }
 }
 
 /// The checkpoints this process's batches committed or found, by projection.
@@ -379,6 +429,7 @@ impl ProjectionRuntime {
         Self {
             pool,
             published: Arc::default(),
+            slots: Arc::new(Slots::new()),
         }
     }
 
@@ -569,6 +620,11 @@ impl ProjectionRuntime {
         let _following = Following::start(&self.published, projection.name());
         let upstream = projection.reads_after();
         let batching_delay = projection.batching_delay();
+        let phase = if batching_delay.is_zero() {
+            Duration::ZERO
+        } else {
+            self.slots.next_phase(batching_delay)
+        };
         let mut upstream_checkpoint = upstream.map(|name| self.published.subscribe(name));
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener
@@ -631,7 +687,10 @@ impl ProjectionRuntime {
                 }
             };
             if woken && !batching_delay.is_zero() {
-                tokio::time::sleep(batching_delay).await;
+                let slot = self
+                    .slots
+                    .next_slot(tokio::time::Instant::now(), phase, batching_delay);
+                tokio::time::sleep_until(slot).await;
             }
         }
     }
@@ -1143,4 +1202,52 @@ async fn write_checkpoint_and_notify(
     .execute(connection)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PERIOD: Duration = Duration::from_millis(200);
+
+    #[tokio::test]
+    async fn followers_take_distinct_phases_spread_over_the_period() {
+        let slots = Slots::new();
+        let mut phases: Vec<Duration> = (0..7).map(|_| slots.next_phase(PERIOD)).collect();
+        phases.sort();
+        let gaps: Vec<Duration> = phases.windows(2).map(|pair| pair[1] - pair[0]).collect();
+        let smallest = gaps.iter().min().copied().unwrap_or_default();
+        // Seven followers at golden-ratio phases: evenly spread would be 1/7 of the period
+        // apart; none is closer than 1/20 (the same phase for all would be 0).
+        assert!(
+            smallest >= PERIOD / 20,
+            "phases {phases:?} crowd together (gap {smallest:?})"
+        );
+        assert!(phases.iter().all(|phase| *phase < PERIOD));
+    }
+
+    #[tokio::test]
+    async fn a_slot_is_at_least_half_a_period_away_and_on_the_followers_phase() {
+        let slots = Slots::new();
+        let phase = Duration::from_millis(70);
+        for offset_ms in [0u64, 1, 69, 70, 71, 169, 170, 171, 199, 200, 1_234] {
+            let now = slots.epoch + Duration::from_millis(offset_ms);
+            let slot = slots.next_slot(now, phase, PERIOD);
+            let wait = slot.duration_since(now);
+            assert!(
+                wait >= PERIOD / 2 && wait < PERIOD + PERIOD / 2,
+                "woken at {offset_ms} ms, waits {wait:?}"
+            );
+            let since_epoch = slot.duration_since(slots.epoch).as_millis();
+            assert_eq!(
+                since_epoch % PERIOD.as_millis(),
+                70,
+                "woken at {offset_ms} ms"
+            );
+        }
+        assert_eq!(
+            slots.next_slot(slots.epoch, phase, Duration::ZERO),
+            slots.epoch
+        );
+    }
 }
