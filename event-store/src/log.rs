@@ -212,6 +212,124 @@ pub async fn read_batch_after(
     Ok(LogBatch { events, hidden })
 }
 
+/// A consumer's next batch, read with its checkpoint: see [`read_consumer_batch`].
+#[derive(Debug, Clone)]
+pub struct ConsumerBatch {
+    /// The consumer's checkpoint as this statement found it.
+    pub checkpoint: LogCursor,
+    /// The checkpoint of the consumer it reads after, if any.
+    pub upstream: Option<LogCursor>,
+    pub batch: LogBatch,
+}
+
+/// A consumer's checkpoint (a row of `projection_checkpoints`) and the events after it, in
+/// one statement: what a follower's batch otherwise reads in two round trips. With
+/// `upstream` (the consumer reads what another one built) that one's checkpoint too, and the
+/// events stop there; `hidden` is then always false (the upstream looks again for those).
+/// `None` when the consumer has no checkpoint row yet.
+///
+/// The events come from a lateral subquery ordered by the log's index, once per checkpoint
+/// row (one: `name` is the key); they are sorted again here, which costs nothing on rows
+/// already in order and keeps the log order from depending on the plan.
+pub async fn read_consumer_batch(
+    connection: &mut PgConnection,
+    name: &str,
+    upstream: Option<&str>,
+    limit: i64,
+    headers_only: bool,
+) -> Result<Option<ConsumerBatch>, StoreError> {
+    let columns = if headers_only && upstream.is_none() {
+        HEADER_COLUMNS
+    } else {
+        RECORDED_EVENT_COLUMNS
+    };
+    let (upstream_join, upstream_columns, upstream_bound) = match upstream {
+        Some(_) => (
+            "LEFT JOIN public.projection_checkpoints u ON u.name = $3",
+            "u.txid::text::bigint AS upstream_txid, u.position AS upstream_position",
+            "AND (events.txid, events.position) <= (u.txid, u.position) \
+             AND events.txid < pg_snapshot_xmin(pg_current_snapshot())",
+        ),
+        None => (
+            "",
+            "NULL::bigint AS upstream_txid, NULL::bigint AS upstream_position",
+            "",
+        ),
+    };
+    let query = format!(
+        "SELECT e.*, pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon, \
+             c.txid::text::bigint AS checkpoint_txid, c.position AS checkpoint_position, \
+             {upstream_columns} \
+         FROM public.projection_checkpoints c {upstream_join} \
+         LEFT JOIN LATERAL ( \
+             SELECT {columns} FROM public.events \
+             WHERE (events.txid, events.position) > (c.txid, c.position) {upstream_bound} \
+             ORDER BY events.txid, events.position \
+             LIMIT $2 \
+         ) e ON true \
+         WHERE c.name = $1"
+    );
+    let mut statement = sqlx::query_as::<_, ConsumerRow>(&query)
+        .bind(name)
+        .bind(limit.clamp(1, MAX_BATCH_EVENTS));
+    if let Some(upstream) = upstream {
+        statement = statement.bind(upstream);
+    }
+    let rows = statement.fetch_all(connection).await?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let checkpoint = first.checkpoint;
+    let upstream_cursor = upstream.map(|_| first.upstream.unwrap_or(LogCursor::START));
+    let horizon = first.horizon;
+    let mut events: Vec<RecordedEvent> = rows.into_iter().filter_map(|row| row.event).collect();
+    events.sort_by_key(|event| (event.txid, event.position));
+    let readable = events
+        .iter()
+        .take_while(|event| event.txid < horizon)
+        .count();
+    let hidden = upstream.is_none() && readable < events.len();
+    events.truncate(readable);
+    Ok(Some(ConsumerBatch {
+        checkpoint,
+        upstream: upstream_cursor,
+        batch: LogBatch { events, hidden },
+    }))
+}
+
+/// A row of [`read_consumer_batch`]: the checkpoints, and an event unless there is none.
+struct ConsumerRow {
+    event: Option<RecordedEvent>,
+    horizon: i64,
+    checkpoint: LogCursor,
+    upstream: Option<LogCursor>,
+}
+
+impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for ConsumerRow {
+    fn from_row(row: &'r sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+        use sqlx::Row;
+        // The lateral join's columns are all NULL when no event follows the checkpoint.
+        let position: Option<i64> = row.try_get(0)?;
+        let cursor = |txid: &str, position: &str| -> Result<Option<LogCursor>, sqlx::Error> {
+            let txid: Option<i64> = row.try_get(txid)?;
+            let position: Option<i64> = row.try_get(position)?;
+            Ok(txid
+                .zip(position)
+                .map(|(txid, position)| LogCursor { txid, position }))
+        };
+        Ok(Self {
+            event: match position {
+                Some(_) => Some(RecordedEvent::from_row(row)?),
+                None => None,
+            },
+            horizon: row.try_get("horizon")?,
+            checkpoint: cursor("checkpoint_txid", "checkpoint_position")?
+                .unwrap_or(LogCursor::START),
+            upstream: cursor("upstream_txid", "upstream_position")?,
+        })
+    }
+}
+
 /// Whether events exist after `after` that the horizon still hides (their transaction
 /// committed, but an older transaction is still running), on the caller's connection.
 pub async fn has_hidden_events(

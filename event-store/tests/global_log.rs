@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use event_store::log::SubscriptionSettings;
+use event_store::log::{self, SubscriptionSettings};
 use event_store::test_harness::TestDatabase;
 use event_store::{EventMetadata, EventStore, LogCursor, LogReader, Mode, NewEvent};
 use rand::Rng;
@@ -163,4 +163,118 @@ async fn read_all_pages_through_the_log_and_hides_uncommitted_work() {
         .await
         .unwrap()
         .is_empty());
+}
+
+#[tokio::test]
+async fn a_consumer_batch_reads_its_checkpoint_and_the_events_after_it_in_one_statement() {
+    let db = TestDatabase::new().await;
+    let metadata = EventMetadata::new("proj_1", Mode::Test, "system:test");
+    let make = |id: &str| NewEvent {
+        aggregate_type: "load".into(),
+        aggregate_id: id.into(),
+        sequence: 1,
+        event_type: "Happened".into(),
+        event_version: "1.0".into(),
+        payload: serde_json::json!({"id": id}),
+        metadata: metadata.clone(),
+    };
+    for index in 0..6 {
+        let mut transaction = db.pool.begin().await.unwrap();
+        EventStore::append(&mut transaction, &[make(&format!("s{index}"))])
+            .await
+            .unwrap();
+        transaction.commit().await.unwrap();
+    }
+    assert!(LogReader::new(db.pool.clone())
+        .wait_until_final(Duration::from_secs(30))
+        .await
+        .unwrap());
+    let all = LogReader::new(db.pool.clone())
+        .read_all(LogCursor::START, 100)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 6);
+    let set_checkpoint = |name: &'static str, cursor: LogCursor| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query(
+                "INSERT INTO projection_checkpoints (name, txid, position) \
+                 VALUES ($1, $2::text::xid8, $3) \
+                 ON CONFLICT (name) DO UPDATE SET txid = EXCLUDED.txid, position = EXCLUDED.position",
+            )
+            .bind(name)
+            .bind(cursor.txid)
+            .bind(cursor.position)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    };
+    let mut connection = db.pool.acquire().await.unwrap();
+    let ids = |batch: &log::ConsumerBatch| -> Vec<String> {
+        batch
+            .batch
+            .events
+            .iter()
+            .map(|event| event.aggregate_id.clone())
+            .collect()
+    };
+
+    // No checkpoint row: the caller must find where to start.
+    assert!(
+        log::read_consumer_batch(&mut connection, "consumer", None, 100, false)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // After the second event, at most three: the third to the fifth, in log order, with the
+    // checkpoint as stored.
+    set_checkpoint("consumer", all[1].cursor()).await;
+    let found = log::read_consumer_batch(&mut connection, "consumer", None, 3, false)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.checkpoint, all[1].cursor());
+    assert_eq!(found.upstream, None);
+    assert_eq!(ids(&found), ["s2", "s3", "s4"]);
+    assert_eq!(found.batch.events[0].payload, all[2].payload);
+    assert!(!found.batch.hidden);
+
+    // Headers only: the same events without their payloads.
+    let headers = log::read_consumer_batch(&mut connection, "consumer", None, 3, true)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ids(&headers), ["s2", "s3", "s4"]);
+    assert!(headers.batch.events[0].payload.is_empty());
+
+    // At the end of the log: the checkpoint, no events.
+    set_checkpoint("consumer", all[5].cursor()).await;
+    let caught_up = log::read_consumer_batch(&mut connection, "consumer", None, 3, false)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(caught_up.checkpoint, all[5].cursor());
+    assert!(caught_up.batch.events.is_empty());
+
+    // Reading after another consumer: never past that one's checkpoint; none if it has no
+    // row yet.
+    set_checkpoint("downstream", all[0].cursor()).await;
+    let before_upstream =
+        log::read_consumer_batch(&mut connection, "downstream", Some("upstream"), 100, false)
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(before_upstream.upstream, Some(LogCursor::START));
+    assert!(before_upstream.batch.events.is_empty());
+    set_checkpoint("upstream", all[3].cursor()).await;
+    let downstream =
+        log::read_consumer_batch(&mut connection, "downstream", Some("upstream"), 100, false)
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(downstream.checkpoint, all[0].cursor());
+    assert_eq!(downstream.upstream, Some(all[3].cursor()));
+    assert_eq!(ids(&downstream), ["s1", "s2", "s3"]);
 }

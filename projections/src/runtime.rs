@@ -35,7 +35,9 @@ use futures::TryStreamExt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use event_store::log::{read_batch_after, read_unhashed_after, LogBatch, NOTIFY_CHANNEL};
+use event_store::log::{
+    read_batch_after, read_consumer_batch, read_unhashed_after, LogBatch, NOTIFY_CHANNEL,
+};
 use event_store::{LogCursor, RecordedEvent, StoreError};
 use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
@@ -562,11 +564,26 @@ impl ProjectionRuntime {
         limit: i64,
     ) -> Result<Batch, ProjectionError> {
         let mut transaction = self.pool.begin_with(begin_locked_sql(projection)).await?;
-        let (checkpoint, upstream) = read_checkpoints(&mut transaction, projection).await?;
+        let (checkpoint, LogBatch { events, hidden }) = match read_consumer_batch(
+            &mut transaction,
+            projection.name(),
+            projection.reads_after(),
+            limit,
+            !projection.needs_payload(),
+        )
+        .await?
+        {
+            Some(found) => (found.checkpoint, found.batch),
+            // No checkpoint row yet (a projection never created): from the start.
+            None => {
+                let (checkpoint, upstream) = read_checkpoints(&mut transaction, projection).await?;
+                let batch =
+                    read_batch(&mut transaction, projection, checkpoint, upstream, limit).await?;
+                (checkpoint, batch)
+            }
+        };
         // Committed already (perhaps by another process): a waiter here may stop waiting.
         self.published.publish(projection.name(), checkpoint);
-        let LogBatch { events, hidden } =
-            read_batch(&mut transaction, projection, checkpoint, upstream, limit).await?;
         let Some(last) = events.last() else {
             transaction.rollback().await?;
             return Ok(Batch {
