@@ -140,6 +140,17 @@ pub trait Projection: Send + Sync {
         None
     }
 
+    /// Whether, reading after another consumer ([`Projection::reads_after`]), it may be
+    /// applied inside that one's batches: when its checkpoint is level with that one's, a
+    /// batch of the upstream followed in this process applies it to the same events in the
+    /// same transaction (under a savepoint, with its own lock and checkpoint), which spares
+    /// it a transaction of its own per upstream commit. Its own follower still catches up
+    /// whatever was not carried (it fell behind, another process holds its lock, its apply
+    /// failed there).
+    fn rides_along(&self) -> bool {
+        false
+    }
+
     /// Whether a live batch's commit may return before it is on disk: for a consumer whose
     /// batch, lost with its checkpoint to a database crash, is simply done again.
     fn commits_asynchronously(&self) -> bool {
@@ -269,6 +280,9 @@ struct PublishedProjection {
     checkpoint: tokio::sync::watch::Sender<LogCursor>,
     /// Followers of it running in this process.
     followers: usize,
+    /// Consumers that ride along in its batches ([`Projection::rides_along`]), while their
+    /// followers run in this process.
+    riders: Vec<Arc<dyn Projection>>,
 }
 
 impl Published {
@@ -282,6 +296,7 @@ impl Published {
             .or_insert_with(|| PublishedProjection {
                 checkpoint: tokio::sync::watch::Sender::new(LogCursor::START),
                 followers: 0,
+                riders: Vec::new(),
             });
         action(entry)
     }
@@ -305,6 +320,49 @@ impl Published {
 
     fn followed_here(&self, name: &str) -> bool {
         self.with(name, |projection| projection.followers > 0)
+    }
+
+    fn current(&self, name: &str) -> LogCursor {
+        self.with(name, |projection| *projection.checkpoint.borrow())
+    }
+
+    fn riders(&self, name: &str) -> Vec<Arc<dyn Projection>> {
+        self.with(name, |projection| projection.riders.clone())
+    }
+}
+
+/// Registers a follower's projection as a rider of its upstream while the follower runs.
+struct Riding {
+    published: Arc<Published>,
+    upstream: &'static str,
+    rider: &'static str,
+}
+
+impl Riding {
+    fn start(published: &Arc<Published>, projection: &Arc<dyn Projection>) -> Option<Self> {
+        let upstream = projection
+            .reads_after()
+            .filter(|_| projection.rides_along())?;
+        published.with(upstream, |leader| leader.riders.push(projection.clone()));
+        Some(Self {
+            published: published.clone(),
+            upstream,
+            rider: projection.name(),
+        })
+    }
+}
+
+impl Drop for Riding {
+    fn drop(&mut self) {
+        self.published.with(self.upstream, |leader| {
+            if let Some(index) = leader
+                .riders
+                .iter()
+                .position(|rider| rider.name() == self.rider)
+            {
+                leader.riders.remove(index);
+            }
+        });
     }
 }
 
@@ -594,10 +652,26 @@ impl ProjectionRuntime {
         };
         let last = last.cursor();
         projection.apply(&mut transaction, &events).await?;
-        write_checkpoint_and_notify(&mut transaction, projection.name(), last, events.len())
-            .await?;
+        let mut moved = vec![projection.name()];
+        for rider in self.published.riders(projection.name()) {
+            if carry(
+                &mut transaction,
+                projection,
+                rider.as_ref(),
+                checkpoint,
+                &events,
+            )
+            .await?
+            {
+                moved.push(rider.name());
+            }
+        }
+        write_checkpoints_and_notify(&mut transaction, &moved, last, events.len()).await?;
         transaction.commit().await?;
-        self.published.publish(projection.name(), last);
+        // Riders first: a rider's follower woken by this batch finds itself level already.
+        for name in moved.iter().rev() {
+            self.published.publish(name, last);
+        }
         Ok(Batch {
             applied: events.len(),
             checkpoint: last,
@@ -635,6 +709,7 @@ impl ProjectionRuntime {
         poll_interval_ms: u64,
     ) -> Result<(), ProjectionError> {
         let _following = Following::start(&self.published, projection.name());
+        let _riding = Riding::start(&self.published, &projection);
         let upstream = projection.reads_after();
         let batching_delay = projection.batching_delay();
         let phase = if batching_delay.is_zero() {
@@ -699,7 +774,13 @@ impl ProjectionRuntime {
                             break false;
                         }
                     },
-                    () = published => break true,
+                    // Unless that batch carried this one along: nothing to read then.
+                    () = published => {
+                        if self.carried_level(projection.name(), upstream) {
+                            continue;
+                        }
+                        break true;
+                    }
                     () = tokio::time::sleep_until(deadline) => break false,
                 }
             };
@@ -710,6 +791,15 @@ impl ProjectionRuntime {
                 tokio::time::sleep_until(slot).await;
             }
         }
+    }
+
+    /// Whether `name`, reading after `upstream`, was carried to that one's checkpoint by its
+    /// batches in this process.
+    fn carried_level(&self, name: &str, upstream: Option<&str>) -> bool {
+        upstream.is_some_and(|upstream| {
+            self.published.followed_here(upstream)
+                && self.published.current(name) >= self.published.current(upstream)
+        })
     }
 
     /// Rebuilds from zero into a fresh schema and swaps it in. `on_progress(done, total)`
@@ -1193,25 +1283,78 @@ async fn read_checkpoint(
     }))
 }
 
-/// A live batch's checkpoint and its notification on [`CHECKPOINT_CHANNEL`], in one round
-/// trip.
-async fn write_checkpoint_and_notify(
+/// Applies `rider` to `leader`'s batch in its transaction when the rider's checkpoint is
+/// level with the one the batch started from and its lock is free; says whether it did.
+/// Under a savepoint: a rider that cannot take the batch leaves it as it was, and its own
+/// follower meets the trouble instead.
+async fn carry(
     connection: &mut PgConnection,
-    name: &str,
+    leader: &dyn Projection,
+    rider: &dyn Projection,
+    from: LogCursor,
+    events: &[RecordedEvent],
+) -> Result<bool, ProjectionError> {
+    use sqlx::Row;
+    if rider.needs_payload() && !leader.needs_payload() {
+        return Ok(false);
+    }
+    // One simple query: the savepoint, then (level first, then the lock) the rider's schema
+    // on the search path for its apply. The leader's statements after this one name theirs.
+    let name = rider.name().replace('\'', "''");
+    let search_path = format!("{}, public", quoted(rider.name())).replace('\'', "''");
+    let check = format!(
+        "SAVEPOINT rider; \
+         SELECT CASE WHEN txid = '{txid}'::xid8 AND position = {position} THEN \
+             CASE WHEN pg_try_advisory_xact_lock(hashtextextended('projection:' || '{name}', 0)) \
+             THEN set_config('search_path', '{search_path}', true) IS NOT NULL ELSE false END \
+         ELSE false END AS ready \
+         FROM public.projection_checkpoints WHERE name = '{name}'",
+        txid = from.txid,
+        position = from.position,
+    );
+    // Without arguments a query goes out as one simple query, several statements allowed.
+    let rows = sqlx::Executor::fetch_all(&mut *connection, check.as_str()).await?;
+    let ready = match rows.first() {
+        Some(row) => row.try_get::<bool, _>("ready")?,
+        None => false,
+    };
+    if !ready {
+        return Ok(false);
+    }
+    match rider.apply(&mut *connection, events).await {
+        Ok(()) => Ok(true),
+        Err(error) => {
+            tracing::warn!(
+                projection = rider.name(),
+                upstream = leader.name(),
+                %error,
+                "could not ride along; its own follower will apply the batch"
+            );
+            sqlx::Executor::execute(&mut *connection, "ROLLBACK TO SAVEPOINT rider").await?;
+            Ok(false)
+        }
+    }
+}
+
+/// A live batch's checkpoints (its projection's and its riders') and their notifications on
+/// [`CHECKPOINT_CHANNEL`], in one round trip.
+async fn write_checkpoints_and_notify(
+    connection: &mut PgConnection,
+    names: &[&str],
     cursor: LogCursor,
     applied: usize,
 ) -> Result<(), ProjectionError> {
     sqlx::query(
         "WITH checkpoint AS ( \
              INSERT INTO public.projection_checkpoints (name, txid, position, events, updated_at) \
-             VALUES ($1, $2::text::xid8, $3, $4, now()) \
+             SELECT name, $2::text::xid8, $3, $4, now() FROM UNNEST($1::text[]) AS name \
              ON CONFLICT (name) DO UPDATE SET txid = EXCLUDED.txid, \
                  position = EXCLUDED.position, \
                  events = projection_checkpoints.events + EXCLUDED.events, updated_at = now() \
          ) \
-         SELECT pg_notify($5, $1)",
+         SELECT pg_notify($5, name) FROM UNNEST($1::text[]) AS name",
     )
-    .bind(name)
+    .bind(names)
     .bind(cursor.txid)
     .bind(cursor.position)
     .bind(i64::try_from(applied).unwrap_or(i64::MAX))

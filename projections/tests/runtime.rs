@@ -468,3 +468,149 @@ async fn a_background_follower_gathers_the_commits_of_its_batching_delay_into_on
         assert!(batches < 8, "{batches} batches for 8 commits");
     }
 }
+
+/// Records the transaction and size of every batch it applies.
+struct TxidRecorder {
+    name: &'static str,
+    after: Option<&'static str>,
+    fails: bool,
+}
+
+#[async_trait::async_trait]
+impl projections::Projection for TxidRecorder {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn schema_sql(&self) -> &'static str {
+        "CREATE TABLE batches (txid bigint NOT NULL, events bigint NOT NULL)"
+    }
+
+    fn reads_after(&self) -> Option<&'static str> {
+        self.after
+    }
+
+    fn rides_along(&self) -> bool {
+        self.after.is_some()
+    }
+
+    async fn apply(
+        &self,
+        connection: &mut sqlx::PgConnection,
+        events: &[event_store::RecordedEvent],
+    ) -> Result<(), projections::ProjectionError> {
+        if self.fails {
+            // A statement that fails inside the transaction, as a broken apply would.
+            sqlx::query("INSERT INTO batches (txid, events) VALUES (NULL, 0)")
+                .execute(connection)
+                .await?;
+            return Ok(());
+        }
+        sqlx::query("INSERT INTO batches VALUES (txid_current(), $1)")
+            .bind(events.len() as i64)
+            .execute(connection)
+            .await?;
+        Ok(())
+    }
+}
+
+async fn batch_txids(db: &TestDatabase, schema: &str) -> Vec<i64> {
+    sqlx::query_scalar(&format!("SELECT txid FROM {schema}.batches ORDER BY txid"))
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rider_level_with_its_upstream_is_applied_in_the_upstreams_transactions() {
+    let db = TestDatabase::new().await;
+    let runtime = ProjectionRuntime::new(db.pool.clone());
+    let leader = Arc::new(TxidRecorder {
+        name: "leader_test",
+        after: None,
+        fails: false,
+    });
+    let rider = Arc::new(TxidRecorder {
+        name: "rider_test",
+        after: Some("leader_test"),
+        fails: false,
+    });
+    runtime.ensure_created(leader.as_ref()).await.unwrap();
+    runtime.ensure_created(rider.as_ref()).await.unwrap();
+    let followers: Vec<_> = [leader.clone(), rider.clone()]
+        .into_iter()
+        .map(|projection| {
+            let runtime = runtime.clone();
+            tokio::spawn(async move { runtime.follow(projection, 100, 60_000).await })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    write_streams(&db, 8, 2, 0).await;
+    let rider_batches = batches_once_seen(&db, "rider_test", 16).await;
+    for follower in followers {
+        follower.abort();
+    }
+    let leader_txids = batch_txids(&db, "leader_test").await;
+    let rider_txids = batch_txids(&db, "rider_test").await;
+    assert_eq!(rider_txids.len() as i64, rider_batches);
+    assert!(
+        rider_txids.iter().all(|txid| leader_txids.contains(txid)),
+        "every rider batch shares a leader batch's transaction: rider {rider_txids:?}, leader {leader_txids:?}"
+    );
+    let checkpoints: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT name, txid::text::bigint, events FROM projection_checkpoints \
+         WHERE name IN ('leader_test', 'rider_test') ORDER BY name",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(checkpoints[0].1, checkpoints[1].1, "{checkpoints:?}");
+    assert_eq!((checkpoints[0].2, checkpoints[1].2), (16, 16));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rider_that_fails_leaves_its_upstreams_batches_whole() {
+    let db = TestDatabase::new().await;
+    let runtime = ProjectionRuntime::new(db.pool.clone());
+    let leader = Arc::new(TxidRecorder {
+        name: "leader_test",
+        after: None,
+        fails: false,
+    });
+    let rider = Arc::new(TxidRecorder {
+        name: "rider_test",
+        after: Some("leader_test"),
+        fails: true,
+    });
+    runtime.ensure_created(leader.as_ref()).await.unwrap();
+    runtime.ensure_created(rider.as_ref()).await.unwrap();
+    let leading = {
+        let runtime = runtime.clone();
+        let leader: Arc<dyn projections::Projection> = leader.clone();
+        tokio::spawn(async move { runtime.follow(leader, 100, 60_000).await })
+    };
+    let riding = {
+        let runtime = runtime.clone();
+        let rider: Arc<dyn projections::Projection> = rider.clone();
+        tokio::spawn(async move { runtime.follow(rider, 100, 60_000).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    write_streams(&db, 4, 1, 0).await;
+    batches_once_seen(&db, "leader_test", 4).await;
+    // The rider's own follower meets its failure and stops; nothing of it was kept.
+    let stopped = tokio::time::timeout(std::time::Duration::from_secs(10), riding)
+        .await
+        .expect("the failing rider's follower stops")
+        .unwrap();
+    assert!(stopped.is_err());
+    leading.abort();
+    assert!(batch_txids(&db, "rider_test").await.is_empty());
+    let rider_events: i64 =
+        sqlx::query_scalar("SELECT events FROM projection_checkpoints WHERE name = 'rider_test'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(rider_events, 0);
+}

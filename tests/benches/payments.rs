@@ -41,7 +41,7 @@ const BASELINE_VARIABLE: &str = "CALMONY_BENCH_BASELINE";
 const COMPARED_MAX_CONNECTIONS: &str = "12";
 const COMPARED_ENV: &[(&str, &str)] = &[("CALMONY_DB_MAX_CONNECTIONS", COMPARED_MAX_CONNECTIONS)];
 /// `CALMONY_BENCH_LEVELS=8,32`: measure only these concurrency levels (each must divide
-/// [`PAYMENT_METHODS`]).
+/// [`PAYMENT_METHODS`]); empty, none (then give the open loop its rate).
 const LEVELS_VARIABLE: &str = "CALMONY_BENCH_LEVELS";
 /// `CALMONY_BENCH_OPEN_RATE=200`: run the open loop at this rate (charges/s) instead of half
 /// the best closed-loop rate: with a baseline, both servers then face the same arrivals.
@@ -628,6 +628,7 @@ async fn charges_section(summary: &mut Vec<SummaryRow>) -> BenchResult<()> {
     let levels: Vec<usize> = match std::env::var(LEVELS_VARIABLE) {
         Ok(levels) => levels
             .split(',')
+            .filter(|level| !level.trim().is_empty())
             .map(|level| level.trim().parse::<usize>())
             .collect::<Result<_, _>>()?,
         Err(_) => CONCURRENCY_LEVELS.to_vec(),
@@ -740,6 +741,10 @@ async fn charges_section(summary: &mut Vec<SummaryRow>) -> BenchResult<()> {
             .and_then(|rate| rate.parse::<f64>().ok())
             .filter(|rate| *rate > 0.0);
         let rate = chosen_rate.unwrap_or(best_rate * OPEN_LOOP_FRACTION);
+        if rate <= 0.0 {
+            println!("\n== Open loop ({name}): no closed-loop level ran; set {OPEN_RATE_VARIABLE}");
+            continue;
+        }
         println!(
             "\n== Open loop ({name}): charges arriving at a fixed {rate:.1}/s ({:.0}% of its best {best_rate:.1}/s{}), \
              {OPEN_LOOP_WARMUP_SECONDS} s warm-up + {OPEN_LOOP_SECONDS} s; latency from each charge's \

@@ -108,6 +108,13 @@ impl Projection for FanOut {
         Some(projections::api_objects::NAME)
     }
 
+    /// Applied inside the `api` projection's batches when level with it (the usual case in
+    /// `calmony serve`, which follows both): the Stripe events it sends are the ones that
+    /// batch has just written, and a charge costs one transaction less per commit.
+    fn rides_along(&self) -> bool {
+        true
+    }
+
     /// A batch lost to a database crash is lost with its checkpoint and fanned out again: at
     /// worst its deliveries are sent twice, which receivers must tolerate anyway. So its
     /// commit need not wait for the disk (the log and the api projection's do).
