@@ -521,30 +521,42 @@ async fn batch_txids(db: &TestDatabase, schema: &str) -> Vec<i64> {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rider_level_with_its_upstream_is_applied_in_the_upstreams_transactions() {
-    let db = TestDatabase::new().await;
+/// A leader and a rider of it, both followed by one runtime (the rider's apply fails if
+/// `rider_fails`); the followers' tasks, leader's first.
+async fn follow_leader_and_rider(
+    db: &TestDatabase,
+    rider_fails: bool,
+) -> Vec<tokio::task::JoinHandle<Result<(), projections::ProjectionError>>> {
     let runtime = ProjectionRuntime::new(db.pool.clone());
-    let leader = Arc::new(TxidRecorder {
+    let leader = TxidRecorder {
         name: "leader_test",
         after: None,
         fails: false,
-    });
-    let rider = Arc::new(TxidRecorder {
+    };
+    let rider = TxidRecorder {
         name: "rider_test",
         after: Some("leader_test"),
-        fails: false,
-    });
-    runtime.ensure_created(leader.as_ref()).await.unwrap();
-    runtime.ensure_created(rider.as_ref()).await.unwrap();
-    let followers: Vec<_> = [leader.clone(), rider.clone()]
+        fails: rider_fails,
+    };
+    runtime.ensure_created(&leader).await.unwrap();
+    runtime.ensure_created(&rider).await.unwrap();
+    let followers = [leader, rider]
         .into_iter()
         .map(|projection| {
             let runtime = runtime.clone();
+            let projection: Arc<dyn projections::Projection> = Arc::new(projection);
             tokio::spawn(async move { runtime.follow(projection, 100, 60_000).await })
         })
         .collect();
+    // Their first batches find nothing; then they wait for commits.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    followers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rider_level_with_its_upstream_is_applied_in_the_upstreams_transactions() {
+    let db = TestDatabase::new().await;
+    let followers = follow_leader_and_rider(&db, false).await;
 
     write_streams(&db, 8, 2, 0).await;
     let rider_batches = batches_once_seen(&db, "rider_test", 16).await;
@@ -572,30 +584,9 @@ async fn a_rider_level_with_its_upstream_is_applied_in_the_upstreams_transaction
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rider_that_fails_leaves_its_upstreams_batches_whole() {
     let db = TestDatabase::new().await;
-    let runtime = ProjectionRuntime::new(db.pool.clone());
-    let leader = Arc::new(TxidRecorder {
-        name: "leader_test",
-        after: None,
-        fails: false,
-    });
-    let rider = Arc::new(TxidRecorder {
-        name: "rider_test",
-        after: Some("leader_test"),
-        fails: true,
-    });
-    runtime.ensure_created(leader.as_ref()).await.unwrap();
-    runtime.ensure_created(rider.as_ref()).await.unwrap();
-    let leading = {
-        let runtime = runtime.clone();
-        let leader: Arc<dyn projections::Projection> = leader.clone();
-        tokio::spawn(async move { runtime.follow(leader, 100, 60_000).await })
-    };
-    let riding = {
-        let runtime = runtime.clone();
-        let rider: Arc<dyn projections::Projection> = rider.clone();
-        tokio::spawn(async move { runtime.follow(rider, 100, 60_000).await })
-    };
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut followers = follow_leader_and_rider(&db, true).await;
+    let riding = followers.pop().unwrap();
+    let leading = followers.pop().unwrap();
 
     write_streams(&db, 4, 1, 0).await;
     batches_once_seen(&db, "leader_test", 4).await;
