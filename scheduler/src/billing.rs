@@ -37,8 +37,13 @@ const MAX_IDLE_PASSES: u32 = 200;
 const RENEWALS_PER_BATCH: usize = 50;
 /// Batches of one project under way at once: one taking invoice numbers, one at the gateway.
 const BATCHES_IN_FLIGHT_PER_PROJECT: usize = 2;
-/// Receipt invoices of one project issued in one transaction.
-const RECEIPTS_PER_BATCH: usize = 100;
+/// Receipt invoices of one project issued in one transaction. Few: every read model
+/// applies a batch's events in one go, and charges committed after it wait for the `api`
+/// projection to get through it, so a large batch shows as a spike in their latency.
+const RECEIPTS_PER_BATCH: usize = 25;
+/// How often `run` issues the receipts that came due (and advances test clocks) when
+/// nothing wakes it sooner: often, so that each run's batches stay small.
+const RECEIPTS_INTERVAL: Duration = Duration::from_millis(250);
 /// Pending invoice items (prorations) a renewal invoice takes in; any beyond wait for the
 /// next one.
 const MAX_PENDING_ITEMS_PER_RENEWAL: i64 = 250;
@@ -174,7 +179,7 @@ impl BillingRunner {
             report.absorb(pass);
             if scope == Scope::Receipts && i64::try_from(due).unwrap_or(i64::MAX) < JOBS_PER_PASS {
                 // Receipts come with every payment: what arrived during this pass waits for
-                // the next tick (a second), in one batch, instead of a pass each.
+                // the next tick, in one batch, instead of a pass each.
                 return Ok(report);
             }
             if pass.done() == 0 {
@@ -604,7 +609,8 @@ fn tally(
 }
 
 /// The billing loop of `calmony serve`: a full run every `interval`; receipt invoices and
-/// test clocks' advances as soon as asked for (`wake`), or at the latest every second.
+/// test clocks' advances as soon as asked for (`wake`), or at the latest every
+/// [`RECEIPTS_INTERVAL`].
 pub async fn run(runner: BillingRunner, interval: Duration, wake: Arc<tokio::sync::Notify>) {
     let mut full_run = tokio::time::interval(interval.max(Duration::from_secs(1)));
     full_run.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -620,7 +626,7 @@ pub async fn run(runner: BillingRunner, interval: Duration, wake: Arc<tokio::syn
                 }
             }
             _ = wake.notified() => {}
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::time::sleep(RECEIPTS_INTERVAL) => {}
         }
         if let Err(error) = runner.run_due(Scope::Receipts).await {
             tracing::warn!(%error, "issuing receipt invoices failed; retrying");
