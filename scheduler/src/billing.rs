@@ -40,7 +40,7 @@ const BATCHES_IN_FLIGHT_PER_PROJECT: usize = 2;
 /// Receipt invoices of one project issued in one transaction. Few: every read model
 /// applies a batch's events in one go, and charges committed after it wait for the `api`
 /// projection to get through it, so a large batch shows as a spike in their latency.
-const RECEIPTS_PER_BATCH: usize = 25;
+pub const RECEIPTS_PER_BATCH: usize = 25;
 /// How often `run` issues the receipts that came due (and advances test clocks) when
 /// nothing wakes it sooner: often, so that each run's batches stay small.
 const RECEIPTS_INTERVAL: Duration = Duration::from_millis(250);

@@ -255,6 +255,36 @@ impl World {
 
     /// In how many transactions events of `event_type` were written to `streams` (all
     /// streams when empty).
+    /// A one-off payment created, confirmed and charged in one step, as `confirm=true` does;
+    /// its intent's id.
+    async fn pay_at_once(&self, customer: Option<String>, card: &str, amount: i64) -> String {
+        use commands::payments::Together;
+        use domain::money::Money;
+        use domain::payment_intent::{CaptureMethod, NewIntent};
+        let id = commands::ids::new_id("pi");
+        let new = NewIntent {
+            payment_intent_id: id.clone(),
+            livemode: false,
+            amount: Money::new(amount, Currency::GBP).expect("money"),
+            customer,
+            payment_method: Some(card.to_string()),
+            capture_method: CaptureMethod::Automatic,
+            description: None,
+            receipt_email: None,
+            metadata: Metadata::new(),
+            invoice: None,
+            at: chrono::Utc::now().timestamp(),
+        };
+        let together = self
+            .payments
+            .create_and_confirm(&actor(), new, true, commands::execute::NoExtraWork)
+            .await
+            .map_err(|error| error.into_payment_error())
+            .expect("charged");
+        assert!(matches!(together, Together::Done(_)), "in one step");
+        id
+    }
+
     async fn transactions_writing(&self, streams: &[String], event_type: &str) -> i64 {
         sqlx::query_scalar(
             "SELECT count(DISTINCT txid) FROM events \
@@ -419,9 +449,6 @@ async fn a_batch_that_cannot_commit_whole_renews_each_alone() {
 
 #[tokio::test]
 async fn one_off_payments_get_their_receipt_invoices_in_one_transaction() {
-    use commands::payments::Together;
-    use domain::money::Money;
-    use domain::payment_intent::{CaptureMethod, NewIntent};
     let world = world().await;
     let (customer, card) = world.customer_with_card("pm_card_visa").await;
     let actor = actor();
@@ -429,28 +456,7 @@ async fn one_off_payments_get_their_receipt_invoices_in_one_transaction() {
     for n in 0..6 {
         // The last one is a guest payment: no customer, so no invoice.
         let customer = (n < 5).then(|| customer.clone());
-        let id = commands::ids::new_id("pi");
-        let new = NewIntent {
-            payment_intent_id: id.clone(),
-            livemode: false,
-            amount: Money::new(1_000 + n, Currency::GBP).expect("money"),
-            customer,
-            payment_method: Some(card.clone()),
-            capture_method: CaptureMethod::Automatic,
-            description: None,
-            receipt_email: None,
-            metadata: Metadata::new(),
-            invoice: None,
-            at: chrono::Utc::now().timestamp(),
-        };
-        let together = world
-            .payments
-            .create_and_confirm(&actor, new, true, commands::execute::NoExtraWork)
-            .await
-            .map_err(|error| error.into_payment_error())
-            .expect("charged");
-        assert!(matches!(together, Together::Done(_)), "in one step");
-        paid.push(id);
+        paid.push(world.pay_at_once(customer, &card, 1_000 + n).await);
     }
     // One receipt issued beforehand (as by another runner): its payment is not due any more.
     let billing = BillingService::new(world.payments.clone());
@@ -497,4 +503,43 @@ async fn one_off_payments_get_their_receipt_invoices_in_one_transaction() {
         .await
         .expect("receipts");
     assert_eq!(again.done() + again.already_done, 0, "{again:?}");
+}
+
+#[tokio::test]
+async fn receipt_invoices_go_out_in_small_transactions() {
+    // A transaction of many receipts is one long batch for every read model, and the
+    // charges committed after it wait for the `api` projection to get through it.
+    let world = world().await;
+    let (customer, card) = world.customer_with_card("pm_card_visa").await;
+    let payments = scheduler::billing::RECEIPTS_PER_BATCH + 2;
+    let mut paid = Vec::new();
+    for n in 0..payments {
+        let amount = 500 + i64::try_from(n).expect("small");
+        paid.push(
+            world
+                .pay_at_once(Some(customer.clone()), &card, amount)
+                .await,
+        );
+    }
+    world.settle().await;
+    let report = world
+        .runner
+        .run_due(Scope::Receipts)
+        .await
+        .expect("receipts");
+    assert_eq!(report.receipts, payments as u64, "{report:?}");
+    let receipts: Vec<String> = paid
+        .iter()
+        .map(|intent| commands::billing::receipt_invoice_id(intent))
+        .collect();
+    assert_eq!(
+        world
+            .transactions_writing(&receipts, "InvoiceFinalized")
+            .await,
+        2,
+        "{} receipts: one full batch and the rest",
+        payments
+    );
+    let numbers: Vec<i64> = (1..=i64::try_from(payments).expect("small")).collect();
+    assert_eq!(world.numbers().await, numbers);
 }
