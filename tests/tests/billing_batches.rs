@@ -285,6 +285,15 @@ impl World {
         id
     }
 
+    /// The read models settled, one receipts run.
+    async fn issue_due_receipts(&self) -> RunReport {
+        self.settle().await;
+        self.runner
+            .run_due(Scope::Receipts)
+            .await
+            .expect("receipts")
+    }
+
     async fn transactions_writing(&self, streams: &[String], event_type: &str) -> i64 {
         sqlx::query_scalar(
             "SELECT count(DISTINCT txid) FROM events \
@@ -465,12 +474,7 @@ async fn one_off_payments_get_their_receipt_invoices_in_one_transaction() {
         .await
         .expect("receipt");
 
-    world.settle().await;
-    let report = world
-        .runner
-        .run_due(Scope::Receipts)
-        .await
-        .expect("receipts");
+    let report = world.issue_due_receipts().await;
     assert_eq!(report.receipts, 4, "{report:?}");
     // The guest payment: looked at, nothing to issue.
     assert_eq!(report.already_done, 1, "{report:?}");
@@ -521,12 +525,7 @@ async fn receipt_invoices_go_out_in_small_transactions() {
                 .await,
         );
     }
-    world.settle().await;
-    let report = world
-        .runner
-        .run_due(Scope::Receipts)
-        .await
-        .expect("receipts");
+    let report = world.issue_due_receipts().await;
     assert_eq!(report.receipts, payments as u64, "{report:?}");
     let receipts: Vec<String> = paid
         .iter()
