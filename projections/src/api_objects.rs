@@ -471,10 +471,21 @@ fn project_payment_intent(
     }
 }
 
+/// How long the follower waits for a request to wait on it before reading a commit nobody
+/// waits on yet ([`Projection::gathering_until_awaited`]).
+pub const GATHERING_UNTIL_AWAITED: std::time::Duration = std::time::Duration::from_millis(20);
+
 #[async_trait::async_trait]
 impl Projection for ApiObjects {
     fn name(&self) -> &'static str {
         NAME
+    }
+
+    /// Writes wait on this model, so a commit one waits on is read at once; a commit nobody
+    /// waits on yet (a charge's attempt, while its request is at the gateway) waits up to
+    /// [`GATHERING_UNTIL_AWAITED`] to share a batch with the commit that will be.
+    fn gathering_until_awaited(&self) -> std::time::Duration {
+        GATHERING_UNTIL_AWAITED
     }
 
     fn schema_sql(&self) -> &'static str {

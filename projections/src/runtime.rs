@@ -140,6 +140,17 @@ pub trait Projection: Send + Sync {
         None
     }
 
+    /// For a read model that requests wait on (the `api` projection): when a commit wakes
+    /// its follower while no request of this process waits for it, how long the follower
+    /// may wait for one to start waiting before it reads. A charge's first commit (its
+    /// intent and attempt, which nobody waits on: the request is at the gateway) then
+    /// shares a batch with its second (the outcome, which the request waits on) instead of
+    /// costing a batch of its own. Zero (the default): read at once. It bounds how stale
+    /// the model may be for writes nobody waits on (a billing run's, another process's).
+    fn gathering_until_awaited(&self) -> Duration {
+        Duration::ZERO
+    }
+
     /// Whether, reading after another consumer ([`Projection::reads_after`]), it may be
     /// applied inside that one's batches: when its checkpoint is level with that one's, a
     /// batch of the upstream followed in this process applies it to the same events in the
@@ -283,6 +294,10 @@ struct PublishedProjection {
     /// Consumers that ride along in its batches ([`Projection::rides_along`]), while their
     /// followers run in this process.
     riders: Vec<Arc<dyn Projection>>,
+    /// Requests of this process waiting for it ([`ProjectionRuntime::wait_until_applied`]),
+    /// and the signal that one started waiting.
+    waiters: usize,
+    waiter_arrived: Arc<tokio::sync::Notify>,
 }
 
 impl Published {
@@ -297,6 +312,8 @@ impl Published {
                 checkpoint: tokio::sync::watch::Sender::new(LogCursor::START),
                 followers: 0,
                 riders: Vec::new(),
+                waiters: 0,
+                waiter_arrived: Arc::default(),
             });
         action(entry)
     }
@@ -328,6 +345,41 @@ impl Published {
 
     fn riders(&self, name: &str) -> Vec<Arc<dyn Projection>> {
         self.with(name, |projection| projection.riders.clone())
+    }
+
+    /// The signal a waiter gives when it starts waiting, if none waits now.
+    fn unawaited(&self, name: &str) -> Option<Arc<tokio::sync::Notify>> {
+        self.with(name, |projection| {
+            (projection.waiters == 0).then(|| projection.waiter_arrived.clone())
+        })
+    }
+}
+
+/// Counts a request waiting for a projection while it waits, and wakes a follower that is
+/// gathering commits until someone waits ([`Projection::gathering_until_awaited`]).
+struct Waiting {
+    published: Arc<Published>,
+    name: String,
+}
+
+impl Waiting {
+    fn start(published: &Arc<Published>, name: &str) -> Self {
+        published.with(name, |projection| {
+            projection.waiters += 1;
+            // A permit if the follower is not listening yet: its next gathering ends at once.
+            projection.waiter_arrived.notify_one();
+        });
+        Self {
+            published: published.clone(),
+            name: name.to_string(),
+        }
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.published
+            .with(&self.name, |projection| projection.waiters -= 1);
     }
 }
 
@@ -784,6 +836,15 @@ impl ProjectionRuntime {
                     () = tokio::time::sleep_until(deadline) => break false,
                 }
             };
+            let gathering = projection.gathering_until_awaited();
+            if woken && !gathering.is_zero() {
+                if let Some(arrived) = self.published.unawaited(projection.name()) {
+                    tokio::select! {
+                        () = arrived.notified() => {}
+                        () = tokio::time::sleep(gathering) => {}
+                    }
+                }
+            }
             if woken && !batching_delay.is_zero() {
                 let slot = self
                     .slots
@@ -1053,6 +1114,7 @@ impl ProjectionRuntime {
         if *published.borrow_and_update() >= cursor {
             return Ok(true);
         }
+        let _waiting = Waiting::start(&self.published, name);
         if self.published.followed_here(name) {
             loop {
                 let check_at = deadline.min(

@@ -378,10 +378,12 @@ async fn a_projection_whose_code_changed_is_rebuilt_before_it_follows() {
     );
 }
 
-/// Records each batch it is given (how many events), with a batching delay of its own.
+/// Records each batch it is given (how many events), with a batching delay of its own and
+/// a gathering until awaited.
 struct Batches {
     name: &'static str,
     delay: std::time::Duration,
+    awaited: std::time::Duration,
 }
 
 #[async_trait::async_trait]
@@ -396,6 +398,10 @@ impl projections::Projection for Batches {
 
     fn batching_delay(&self) -> std::time::Duration {
         self.delay
+    }
+
+    fn gathering_until_awaited(&self) -> std::time::Duration {
+        self.awaited
     }
 
     async fn apply(
@@ -439,6 +445,7 @@ async fn a_background_follower_gathers_the_commits_of_its_batching_delay_into_on
     let gathering = Arc::new(Batches {
         name: "gathering_test",
         delay: std::time::Duration::from_millis(1_500),
+        awaited: std::time::Duration::ZERO,
     });
     runtime.ensure_created(gathering.as_ref()).await.unwrap();
     let follower = {
@@ -604,4 +611,54 @@ async fn a_rider_that_fails_leaves_its_upstreams_batches_whole() {
             .await
             .unwrap();
     assert_eq!(rider_events, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_nobody_waits_on_shares_a_batch_with_the_next_one_somebody_does() {
+    let db = TestDatabase::new().await;
+    let runtime = ProjectionRuntime::new(db.pool.clone());
+    let awaited = Arc::new(Batches {
+        name: "awaited_test",
+        delay: std::time::Duration::ZERO,
+        awaited: std::time::Duration::from_secs(30),
+    });
+    runtime.ensure_created(awaited.as_ref()).await.unwrap();
+    let follower = {
+        let runtime = runtime.clone();
+        let awaited = awaited.clone();
+        tokio::spawn(async move { runtime.follow(awaited, 100, 60_000).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    // A commit nobody waits on: the follower holds it back, for up to its 30 s.
+    write_streams(&db, 1, 1, 0).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let held: i64 = sqlx::query_scalar("SELECT count(*) FROM awaited_test.batches")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(held, 0, "a commit nobody waits on is held back");
+
+    // The next one somebody waits on: read at once, with the first, in one batch.
+    write_streams(&db, 1, 1, 1).await;
+    let head = LogReader::new(db.pool.clone())
+        .read_all(event_store::LogCursor::START, 10)
+        .await
+        .unwrap()
+        .last()
+        .unwrap()
+        .cursor();
+    let started = std::time::Instant::now();
+    let applied = runtime
+        .wait_until_applied("awaited_test", head, std::time::Duration::from_secs(20))
+        .await
+        .unwrap();
+    let waited = started.elapsed();
+    follower.abort();
+    assert!(applied);
+    assert!(
+        waited < std::time::Duration::from_secs(5),
+        "a waiter is served at once, not after the gathering ({waited:?})"
+    );
+    assert_eq!(batches_once_seen(&db, "awaited_test", 2).await, 1);
 }
