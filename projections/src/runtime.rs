@@ -458,15 +458,28 @@ const LOCK_SQL: &str = "SELECT pg_advisory_xact_lock(hashtextextended('projectio
 /// query: a live batch starts in one round trip.
 fn begin_locked_sql(projection: &dyn Projection) -> String {
     let mut sql = format!(
-        "BEGIN; SELECT pg_advisory_xact_lock(hashtextextended('projection:' || '{}', 0)); \
-         SET LOCAL search_path TO {}, public",
-        projection.name().replace('\'', "''"),
-        quoted(projection.name())
+        "BEGIN; SELECT pg_advisory_xact_lock({}); SET LOCAL search_path TO {}",
+        lock_key_sql(projection.name()),
+        search_path_sql(projection.name())
     );
     if projection.commits_asynchronously() {
         sql.push_str("; SET LOCAL synchronous_commit TO off");
     }
     sql
+}
+
+/// A projection's advisory lock key ([`LOCK_SQL`]'s) with its name inlined, for the simple
+/// queries that take it (they cannot bind parameters).
+fn lock_key_sql(name: &str) -> String {
+    format!(
+        "hashtextextended('projection:' || '{}', 0)",
+        name.replace('\'', "''")
+    )
+}
+
+/// The search path of a batch in `schema`: its tables first, then `public`.
+fn search_path_sql(schema: &str) -> String {
+    format!("{}, public", quoted(schema))
 }
 
 /// Whether a projection's tables were built by the code running now.
@@ -508,8 +521,8 @@ fn rebuild_schema(name: &str) -> String {
 
 async fn set_search_path(connection: &mut PgConnection, schema: &str) -> Result<(), sqlx::Error> {
     sqlx::query(&format!(
-        "SET LOCAL search_path TO {}, public",
-        quoted(schema)
+        "SET LOCAL search_path TO {}",
+        search_path_sql(schema)
     ))
     .execute(connection)
     .await
@@ -764,6 +777,7 @@ impl ProjectionRuntime {
         let _riding = Riding::start(&self.published, &projection);
         let upstream = projection.reads_after();
         let batching_delay = projection.batching_delay();
+        let gathering = projection.gathering_until_awaited();
         let phase = if batching_delay.is_zero() {
             Duration::ZERO
         } else {
@@ -836,7 +850,6 @@ impl ProjectionRuntime {
                     () = tokio::time::sleep_until(deadline) => break false,
                 }
             };
-            let gathering = projection.gathering_until_awaited();
             if woken && !gathering.is_zero() {
                 if let Some(arrived) = self.published.unawaited(projection.name()) {
                     tokio::select! {
@@ -1362,17 +1375,18 @@ async fn carry(
     }
     // One simple query: the savepoint, then (level first, then the lock) the rider's schema
     // on the search path for its apply. The leader's statements after this one name theirs.
-    let name = rider.name().replace('\'', "''");
-    let search_path = format!("{}, public", quoted(rider.name())).replace('\'', "''");
     let check = format!(
         "SAVEPOINT rider; \
          SELECT CASE WHEN txid = '{txid}'::xid8 AND position = {position} THEN \
-             CASE WHEN pg_try_advisory_xact_lock(hashtextextended('projection:' || '{name}', 0)) \
+             CASE WHEN pg_try_advisory_xact_lock({lock_key}) \
              THEN set_config('search_path', '{search_path}', true) IS NOT NULL ELSE false END \
          ELSE false END AS ready \
          FROM public.projection_checkpoints WHERE name = '{name}'",
         txid = from.txid,
         position = from.position,
+        lock_key = lock_key_sql(rider.name()),
+        search_path = search_path_sql(rider.name()).replace('\'', "''"),
+        name = rider.name().replace('\'', "''"),
     );
     // Without arguments a query goes out as one simple query, several statements allowed.
     let rows = sqlx::Executor::fetch_all(&mut *connection, check.as_str()).await?;

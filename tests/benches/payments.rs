@@ -734,12 +734,12 @@ async fn charges_section(summary: &mut Vec<SummaryRow>) -> BenchResult<()> {
         println!("        pgbench: {}", ledger_second.command);
     }
 
+    let chosen_rate = std::env::var(OPEN_RATE_VARIABLE)
+        .ok()
+        .and_then(|rate| rate.parse::<f64>().ok())
+        .filter(|rate| *rate > 0.0);
     for (index, (name, bench)) in servers.iter().enumerate() {
         let best_rate = best_rates[index];
-        let chosen_rate = std::env::var(OPEN_RATE_VARIABLE)
-            .ok()
-            .and_then(|rate| rate.parse::<f64>().ok())
-            .filter(|rate| *rate > 0.0);
         let rate = chosen_rate.unwrap_or(best_rate * OPEN_LOOP_FRACTION);
         if rate <= 0.0 {
             println!("\n== Open loop ({name}): no closed-loop level ran; set {OPEN_RATE_VARIABLE}");
