@@ -14,6 +14,7 @@ pub mod database;
 pub mod log;
 pub mod managed_postgres;
 pub mod metadata;
+pub mod notifications;
 pub mod record;
 pub mod repository;
 pub mod seal;

@@ -21,7 +21,10 @@
 //! A consumer may read what another one built (the webhook relay reads the `api`
 //! projection's Stripe events): it names that one in [`Projection::reads_after`], its
 //! batches stop at that one's checkpoint, and it wakes on that one's commits (every batch
-//! notifies [`CHECKPOINT_CHANNEL`] with the projection's name) instead of the log's.
+//! notifies [`CHECKPOINT_CHANNEL`] with the projection's name) instead of the log's. A
+//! runtime's followers all listen through one connection ([`Notifications`]): PostgreSQL
+//! signals every listening backend on every notification, so one per follower would cost a
+//! wake-up per follower per commit.
 //!
 //! In-process hand-offs: every batch publishes the checkpoint it committed (or found) on a
 //! `tokio::sync::watch` channel of its runtime (clones share them), so a request waiting to
@@ -38,8 +41,8 @@ use std::time::Duration;
 use event_store::log::{
     read_batch_after, read_consumer_batch, read_unhashed_after, LogBatch, NOTIFY_CHANNEL,
 };
+use event_store::notifications::Notifications;
 use event_store::{LogCursor, RecordedEvent, StoreError};
-use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
 
 use crate::copy::BinaryCopy;
@@ -230,6 +233,9 @@ pub struct ProjectionRuntime {
     pool: PgPool,
     published: Arc<Published>,
     slots: Arc<Slots>,
+    /// The one connection on which this runtime's followers (clones share it) listen for
+    /// the log's and the checkpoints' notifications; opened by the first follower.
+    notifications: Arc<tokio::sync::OnceCell<Notifications>>,
 }
 
 /// When this runtime's background followers read: each its own phase of its batching delay,
@@ -555,11 +561,22 @@ impl ProjectionRuntime {
             pool,
             published: Arc::default(),
             slots: Arc::new(Slots::new()),
+            notifications: Arc::default(),
         }
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The runtime's listener, listening on the log's and the checkpoints' channels.
+    async fn notifications(&self) -> Result<&Notifications, ProjectionError> {
+        Ok(self
+            .notifications
+            .get_or_try_init(|| {
+                Notifications::listen(&self.pool, &[NOTIFY_CHANNEL, CHECKPOINT_CHANNEL])
+            })
+            .await?)
     }
 
     /// Creates the projection's schema, tables and checkpoint unless they exist; says whether
@@ -784,15 +801,16 @@ impl ProjectionRuntime {
             self.slots.next_phase(batching_delay)
         };
         let mut upstream_checkpoint = upstream.map(|name| self.published.subscribe(name));
-        let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener
-            .listen(match upstream {
-                Some(_) => CHECKPOINT_CHANNEL,
-                None => NOTIFY_CHANNEL,
-            })
-            .await?;
+        // Woken by the log's commits, or by its upstream's (any process's) batches.
+        let mut notified = match upstream {
+            Some(name) => self
+                .notifications()
+                .await?
+                .watch(CHECKPOINT_CHANNEL, Some(name)),
+            None => self.notifications().await?.watch(NOTIFY_CHANNEL, None),
+        };
         loop {
-            while listener.next_buffered().is_some() {}
+            notified.mark_unchanged();
             if let Some(checkpoint) = upstream_checkpoint.as_mut() {
                 checkpoint.mark_unchanged();
             }
@@ -824,18 +842,14 @@ impl ProjectionRuntime {
                     }
                 };
                 tokio::select! {
-                    received = listener.recv() => match received {
-                        // Another projection's commit: nothing for this one yet. Its
-                        // upstream's, when this process follows that too: `published` wakes
-                        // it (this process's follower publishes any process's commits).
-                        Ok(notification)
-                            if upstream.is_some_and(|name| {
-                                notification.payload() != name
-                                    || self.published.followed_here(name)
-                            }) => {}
-                        Ok(_) => break true,
-                        Err(error) => {
-                            tracing::warn!(projection = projection.name(), %error, "listener failed; polling");
+                    changed = notified.changed() => match changed {
+                        // Its upstream's commit, when this process follows that too:
+                        // `published` wakes it (this process's follower publishes any
+                        // process's commits).
+                        Ok(()) if upstream.is_some_and(|name| self.published.followed_here(name)) => {}
+                        Ok(()) => break true,
+                        // The listener is gone (the runtime is being dropped): poll.
+                        Err(_) => {
                             tokio::time::sleep_until(deadline).await;
                             break false;
                         }

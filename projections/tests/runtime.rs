@@ -271,6 +271,78 @@ async fn a_downstream_consumer_never_passes_its_upstream_and_wakes_on_its_commit
     assert!(runtime.rebuild(&Downstream, |_, _| {}).await.is_err());
 }
 
+async fn listening_backends(db: &TestDatabase) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
+}
+
+/// Waits until `sql` (a count) answers `expected`.
+async fn wait_for_count(db: &TestDatabase, sql: &str, expected: i64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let count: i64 = sqlx::query_scalar(sql).fetch_one(&db.pool).await.unwrap();
+        if count == expected {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{sql}: {count}, expected {expected}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// Followers wake on notifications (their poll interval here is a minute), and a runtime's
+/// followers all listen through one connection: PostgreSQL signals every listening backend
+/// on every notification. A downstream consumer in another process (another runtime) wakes
+/// on its upstream's checkpoint notifications.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtimes_followers_share_one_listening_connection_and_wake_on_notifications() {
+    let db = TestDatabase::new().await;
+    let here = ProjectionRuntime::new(db.pool.clone());
+    let elsewhere = ProjectionRuntime::new(db.pool.clone());
+    here.ensure_created(&StreamIndex).await.unwrap();
+    here.ensure_created(&Downstream).await.unwrap();
+    here.ensure_created(&Counter { with_sum: false })
+        .await
+        .unwrap();
+    let minute = 60_000;
+    let mut followers = tokio::task::JoinSet::new();
+    for projection in [
+        Arc::new(StreamIndex) as Arc<dyn projections::Projection>,
+        Arc::new(Counter { with_sum: false }),
+    ] {
+        let runtime = here.clone();
+        followers.spawn(async move { runtime.follow(projection, 100, minute).await });
+    }
+    {
+        let runtime = elsewhere.clone();
+        followers.spawn(async move { runtime.follow(Arc::new(Downstream), 100, minute).await });
+    }
+    // Their first batches (nothing to apply) and their listening started.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        listening_backends(&db).await,
+        2,
+        "one listening connection per runtime"
+    );
+
+    let seen = "SELECT count(*) FROM downstream_test.seen";
+    let counted = "SELECT coalesce(sum(events), 0)::bigint FROM counter.counts";
+    write_streams(&db, 10, 2, 0).await;
+    wait_for_count(&db, seen, 20).await;
+    wait_for_count(&db, counted, 20).await;
+    write_streams(&db, 5, 1, 10).await;
+    wait_for_count(&db, seen, 25).await;
+    wait_for_count(&db, counted, 25).await;
+    followers.abort_all();
+}
+
 /// A projection counting events per stream, in two versions: the second also sums the
 /// payloads' `n` into a column the first never had.
 struct Counter {
