@@ -488,6 +488,16 @@ impl Projection for ApiObjects {
         GATHERING_UNTIL_AWAITED
     }
 
+    /// Everything it writes is a function of the log (its Stripe events' ids are the
+    /// events' positions), and the log's commits are durable before it reads them: a batch
+    /// lost to a database crash is applied again, the same, from the durable checkpoint. A
+    /// commit after it (a request's next write, a downstream consumer's batch) flushes it
+    /// with its own, the WAL being one sequence. So a request waiting to read its write does
+    /// not also wait for this batch's flush.
+    fn commits_asynchronously(&self) -> bool {
+        true
+    }
+
     fn schema_sql(&self) -> &'static str {
         "CREATE TABLE aggregates (
             aggregate_type text  NOT NULL,
