@@ -569,8 +569,10 @@ impl ProjectionRuntime {
         &self.pool
     }
 
-    /// The runtime's listener, listening on the log's and the checkpoints' channels.
-    async fn notifications(&self) -> Result<&Notifications, ProjectionError> {
+    /// The runtime's listener, listening on the log's and the checkpoints' channels: for
+    /// anything in the process that must hear of another process's commits (a cache of a
+    /// read model, say) without a listening connection of its own.
+    pub async fn notifications(&self) -> Result<&Notifications, ProjectionError> {
         Ok(self
             .notifications
             .get_or_try_init(|| {

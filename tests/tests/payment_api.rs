@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use calmony_tests::{run, stdout_of, Server};
+use calmony_tests::{run, stderr_of, stdout_of, Server};
 use event_store::test_harness::TestDatabase;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -439,6 +439,58 @@ async fn http_conventions_errors_and_authentication() {
         .unwrap();
     assert_eq!(basic.status(), 200);
     assert_eq!(basic.headers()["stripe-version"], "2026-10-28.endive");
+}
+
+/// The server remembers keys it has found until the `api_keys` read model changes: a key
+/// created while it runs works at once, and a revoked one stops working (within the moment
+/// the read model's notification takes to arrive) and stays refused.
+#[tokio::test]
+async fn a_key_revoked_while_the_server_runs_is_refused_from_then_on() {
+    let db = TestDatabase::new().await;
+    let (project, key) = create_key(&db.url, None, "test");
+    let (server, _gateway) = Server::start_with_gateway(&db.url, &[]);
+    let api = api(&server, &key);
+    for _ in 0..3 {
+        let (status, body) = api.get("/v1/customers").await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (_, second_key) = create_key(&db.url, Some(&project), "test");
+    let second = self::api(&server, &second_key);
+    let (status, body) = second.get("/v1/customers").await;
+    assert_eq!(status, 200, "a key created while the server runs: {body}");
+
+    let key_id: String = sqlx::query_scalar(
+        "SELECT key_id FROM api_keys.keys WHERE project = $1 ORDER BY created, key_id LIMIT 1",
+    )
+    .bind(&project)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let (status, _) = api.get("/v1/customers").await;
+    assert_eq!(status, 200);
+    let revoked = run(&db.url, &["keys", "revoke", &key_id]);
+    assert!(revoked.status.success(), "{}", stderr_of(&revoked));
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let (status, body) = api.get("/v1/customers").await;
+        if status == 401 {
+            assert_eq!(body["error"]["type"], "invalid_request_error");
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the revoked key still works 2 s after its revocation"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    for _ in 0..5 {
+        let (status, _) = api.get("/v1/customers").await;
+        assert_eq!(status, 401, "a revoked key worked again");
+    }
+    let (status, _) = second.get("/v1/customers").await;
+    assert_eq!(status, 200, "revoking one key refused another");
 }
 
 #[tokio::test]
