@@ -304,6 +304,10 @@ struct PublishedProjection {
     /// and the signal that one started waiting.
     waiters: usize,
     waiter_arrived: Arc<tokio::sync::Notify>,
+    /// The furthest commit a request of this process waits for: its follower reads as soon
+    /// as it moves past the checkpoint, without waiting for that commit's notification to
+    /// come back through the database.
+    wanted: tokio::sync::watch::Sender<LogCursor>,
 }
 
 impl Published {
@@ -320,6 +324,7 @@ impl Published {
                 riders: Vec::new(),
                 waiters: 0,
                 waiter_arrived: Arc::default(),
+                wanted: tokio::sync::watch::Sender::new(LogCursor::START),
             });
         action(entry)
     }
@@ -339,6 +344,10 @@ impl Published {
 
     fn subscribe(&self, name: &str) -> tokio::sync::watch::Receiver<LogCursor> {
         self.with(name, |projection| projection.checkpoint.subscribe())
+    }
+
+    fn wanted(&self, name: &str) -> tokio::sync::watch::Receiver<LogCursor> {
+        self.with(name, |projection| projection.wanted.subscribe())
     }
 
     fn followed_here(&self, name: &str) -> bool {
@@ -369,11 +378,19 @@ struct Waiting {
 }
 
 impl Waiting {
-    fn start(published: &Arc<Published>, name: &str) -> Self {
+    /// A request starts waiting for `cursor`, a commit it knows of (its own).
+    fn start(published: &Arc<Published>, name: &str, cursor: LogCursor) -> Self {
         published.with(name, |projection| {
             projection.waiters += 1;
             // A permit if the follower is not listening yet: its next gathering ends at once.
             projection.waiter_arrived.notify_one();
+            projection.wanted.send_if_modified(|wanted| {
+                let further = cursor > *wanted;
+                if further {
+                    *wanted = cursor;
+                }
+                further
+            });
         });
         Self {
             published: published.clone(),
@@ -811,8 +828,11 @@ impl ProjectionRuntime {
                 .watch(CHECKPOINT_CHANNEL, Some(name)),
             None => self.notifications().await?.watch(NOTIFY_CHANNEL, None),
         };
+        // A request of this process waiting for a commit it made wakes it at once.
+        let mut wanted = self.published.wanted(projection.name());
         loop {
             notified.mark_unchanged();
+            wanted.mark_unchanged();
             if let Some(checkpoint) = upstream_checkpoint.as_mut() {
                 checkpoint.mark_unchanged();
             }
@@ -851,6 +871,16 @@ impl ProjectionRuntime {
                         Ok(()) if upstream.is_some_and(|name| self.published.followed_here(name)) => {}
                         Ok(()) => break true,
                         // The listener is gone (the runtime is being dropped): poll.
+                        Err(_) => {
+                            tokio::time::sleep_until(deadline).await;
+                            break false;
+                        }
+                    },
+                    // A commit a request here waits for, beyond this checkpoint: read it now.
+                    changed = wanted.changed() => match changed {
+                        Ok(()) if *wanted.borrow_and_update() > self.published.current(projection.name()) => break true,
+                        Ok(()) => {}
+                        // The runtime holds the sender while it follows: not reached. Poll.
                         Err(_) => {
                             tokio::time::sleep_until(deadline).await;
                             break false;
@@ -1143,7 +1173,7 @@ impl ProjectionRuntime {
         if *published.borrow_and_update() >= cursor {
             return Ok(true);
         }
-        let _waiting = Waiting::start(&self.published, name);
+        let _waiting = Waiting::start(&self.published, name, cursor);
         if self.published.followed_here(name) {
             loop {
                 let check_at = deadline.min(
