@@ -471,6 +471,8 @@ async fn a_key_revoked_while_the_server_runs_is_refused_from_then_on() {
     let revoked = run(&db.url, &["keys", "revoke", &key_id]);
     assert!(revoked.status.success(), "{}", stderr_of(&revoked));
 
+    // Asked every 50 ms, under the test key's 25 requests a second (a 429 would still mean
+    // the key was accepted: the limit is counted after the key is found).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     loop {
         let (status, body) = api.get("/v1/customers").await;
@@ -478,12 +480,12 @@ async fn a_key_revoked_while_the_server_runs_is_refused_from_then_on() {
             assert_eq!(body["error"]["type"], "invalid_request_error");
             break;
         }
-        assert_eq!(status, 200);
+        assert!(status == 200 || status == 429, "{status}: {body}");
         assert!(
             std::time::Instant::now() < deadline,
             "the revoked key still works 2 s after its revocation"
         );
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     for _ in 0..5 {
         let (status, _) = api.get("/v1/customers").await;
