@@ -255,18 +255,7 @@ async fn a_downstream_consumer_never_passes_its_upstream_and_wakes_on_its_commit
     };
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     runtime.catch_up(&StreamIndex, 100).await.unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM downstream_test.seen")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-        if seen == 20 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "saw {seen} of 20");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    wait_for_count(&db, "SELECT count(*) FROM downstream_test.seen", 20).await;
     follower.abort();
     assert!(runtime.rebuild(&Downstream, |_, _| {}).await.is_err());
 }
