@@ -878,8 +878,16 @@ impl ProjectionRuntime {
                     },
                     // A commit a request here waits for, beyond this checkpoint: read it now.
                     changed = wanted.changed() => match changed {
-                        Ok(()) if *wanted.borrow_and_update() > self.published.current(projection.name()) => break true,
-                        Ok(()) => {}
+                        Ok(()) => {
+                            // Copied out before the runtime's lock is taken: a borrow holds
+                            // the channel's lock, and `Waiting::start` sends on this channel
+                            // inside the runtime's lock (holding both the other way round
+                            // deadlocked two threads).
+                            let wanted_cursor = *wanted.borrow_and_update();
+                            if wanted_cursor > self.published.current(projection.name()) {
+                                break true;
+                            }
+                        }
                         // The runtime holds the sender while it follows: not reached. Poll.
                         Err(_) => {
                             tokio::time::sleep_until(deadline).await;

@@ -332,6 +332,68 @@ async fn a_runtimes_followers_share_one_listening_connection_and_wake_on_notific
     followers.abort_all();
 }
 
+/// Many requests at once each append and wait to read their write, as the API's writes
+/// do, while the follower applies: every wait ends (a wait that wakes the follower in
+/// process once took the runtime's lock and a channel's in the opposite order to the
+/// follower, and both threads stopped for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writers_waiting_for_their_writes_all_get_through() {
+    let db = TestDatabase::new().await;
+    let runtime = ProjectionRuntime::new(db.pool.clone());
+    runtime.ensure_created(&StreamIndex).await.unwrap();
+    let follower = {
+        let runtime = runtime.clone();
+        tokio::spawn(async move { runtime.follow(Arc::new(StreamIndex), 1_000, 60_000).await })
+    };
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let mut writers = tokio::task::JoinSet::new();
+    for writer in 0..16 {
+        let runtime = runtime.clone();
+        let pool = db.pool.clone();
+        writers.spawn(async move {
+            let mut writes = 0_u32;
+            for sequence in 1.. {
+                if std::time::Instant::now() >= until {
+                    break;
+                }
+                let event = NewEvent {
+                    aggregate_type: "thing".into(),
+                    aggregate_id: format!("w{writer}"),
+                    sequence,
+                    event_type: "Changed".into(),
+                    event_version: "1.0".into(),
+                    payload: serde_json::json!({"n": sequence}),
+                    metadata: EventMetadata::new("proj_0", Mode::Test, "system:test"),
+                };
+                let mut transaction = pool.begin().await.unwrap();
+                let appended = EventStore::append(&mut transaction, &[event])
+                    .await
+                    .unwrap();
+                transaction.commit().await.unwrap();
+                let applied = runtime
+                    .wait_until_applied(
+                        "stream_index",
+                        appended[0].cursor(),
+                        std::time::Duration::from_secs(10),
+                    )
+                    .await
+                    .unwrap();
+                assert!(
+                    applied,
+                    "writer {writer}'s write {sequence} was never applied"
+                );
+                writes += 1;
+            }
+            writes
+        });
+    }
+    let all = tokio::time::timeout(std::time::Duration::from_secs(30), writers.join_all())
+        .await
+        .expect("writers stopped: the runtime is stuck");
+    assert!(all.iter().all(|&writes| writes > 0));
+    follower.abort();
+}
+
 /// A projection counting events per stream, in two versions: the second also sums the
 /// payloads' `n` into a column the first never had.
 struct Counter {
