@@ -9,21 +9,28 @@ use event_store::{EventMetadata, EventStore, LogReader, Mode, NewEvent};
 use projections::stream_index::StreamIndex;
 use projections::ProjectionRuntime;
 
+/// Event `sequence` of the test stream `thing/<id>`, in `project`.
+fn changed(id: String, sequence: i64, project: String) -> NewEvent {
+    NewEvent {
+        aggregate_type: "thing".into(),
+        aggregate_id: id,
+        sequence,
+        event_type: "Changed".into(),
+        event_version: "1.0".into(),
+        payload: serde_json::json!({"n": sequence}),
+        metadata: EventMetadata::new(project, Mode::Test, "system:test"),
+    }
+}
+
 async fn write_streams(db: &TestDatabase, streams: usize, per_stream: i64, offset: usize) {
     for stream in offset..offset + streams {
         let events: Vec<_> = (1..=per_stream)
-            .map(|sequence| NewEvent {
-                aggregate_type: "thing".into(),
-                aggregate_id: format!("t{stream}"),
-                sequence,
-                event_type: "Changed".into(),
-                event_version: "1.0".into(),
-                payload: serde_json::json!({"n": sequence}),
-                metadata: EventMetadata::new(
+            .map(|sequence| {
+                changed(
+                    format!("t{stream}"),
+                    sequence,
                     format!("proj_{}", stream % 3),
-                    Mode::Test,
-                    "system:test",
-                ),
+                )
             })
             .collect();
         let mut transaction = db.pool.begin().await.unwrap();
@@ -356,15 +363,7 @@ async fn writers_waiting_for_their_writes_all_get_through() {
                 if std::time::Instant::now() >= until {
                     break;
                 }
-                let event = NewEvent {
-                    aggregate_type: "thing".into(),
-                    aggregate_id: format!("w{writer}"),
-                    sequence,
-                    event_type: "Changed".into(),
-                    event_version: "1.0".into(),
-                    payload: serde_json::json!({"n": sequence}),
-                    metadata: EventMetadata::new("proj_0", Mode::Test, "system:test"),
-                };
+                let event = changed(format!("w{writer}"), sequence, "proj_0".into());
                 let mut transaction = pool.begin().await.unwrap();
                 let appended = EventStore::append(&mut transaction, &[event])
                     .await
