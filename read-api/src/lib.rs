@@ -31,10 +31,7 @@ pub struct ServerSettings {
 }
 
 pub fn router(state: ApiState, settings: ServerSettings) -> Router {
-    let resolver = Arc::new(keys::DatabaseKeys::remembered(
-        state.pool.clone(),
-        state.projections.clone(),
-    ));
+    let resolver = Arc::new(keys::DatabaseKeys::new(state.pool.clone()));
     let limiter = Arc::new(KeyRateLimiter::new(settings.rate_limits));
     let api = http::auth::require_api_key(v1::routes(), resolver, limiter);
     let dashboard = pages::dashboard::routes(pages::dashboard::DashboardState::new(

@@ -441,9 +441,9 @@ async fn http_conventions_errors_and_authentication() {
     assert_eq!(basic.headers()["stripe-version"], "2026-10-28.endive");
 }
 
-/// The server remembers keys it has found until the `api_keys` read model changes: a key
-/// created while it runs works at once, and a revoked one stops working (within the moment
-/// the read model's notification takes to arrive) and stays refused.
+/// Keys change under a running server: a key created while it runs works at once, and a
+/// revoked one is refused from then on (polled for up to 2 s, so that a server which
+/// remembered keys would have to forget them in time) while the project's other key works.
 #[tokio::test]
 async fn a_key_revoked_while_the_server_runs_is_refused_from_then_on() {
     let db = TestDatabase::new().await;
