@@ -59,13 +59,15 @@ impl Topic {
 }
 
 impl Topics {
+    fn watched(&self) -> std::sync::MutexGuard<'_, HashMap<Topic, watch::Sender<u64>>> {
+        self.watched
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Wakes the waiters of every topic `matches` picks.
     fn wake(&self, matches: impl Fn(&Topic) -> bool) {
-        let watched = self
-            .watched
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        for (topic, counter) in watched.iter() {
+        for (topic, counter) in self.watched().iter() {
             if matches(topic) {
                 counter.send_modify(|seen| *seen = seen.wrapping_add(1));
             }
@@ -104,12 +106,8 @@ impl Notifications {
             channel: channel.to_string(),
             payload: payload.map(str::to_string),
         };
-        let mut watched = self
-            .topics
-            .watched
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        watched
+        self.topics
+            .watched()
             .entry(topic)
             .or_insert_with(|| watch::channel(0).0)
             .subscribe()

@@ -586,10 +586,8 @@ impl ProjectionRuntime {
         &self.pool
     }
 
-    /// The runtime's listener, listening on the log's and the checkpoints' channels: for
-    /// anything in the process that must hear of another process's commits (a cache of a
-    /// read model, say) without a listening connection of its own.
-    pub async fn notifications(&self) -> Result<&Notifications, ProjectionError> {
+    /// The runtime's listener, listening on the log's and the checkpoints' channels.
+    async fn notifications(&self) -> Result<&Notifications, ProjectionError> {
         Ok(self
             .notifications
             .get_or_try_init(|| {
@@ -821,13 +819,11 @@ impl ProjectionRuntime {
         };
         let mut upstream_checkpoint = upstream.map(|name| self.published.subscribe(name));
         // Woken by the log's commits, or by its upstream's (any process's) batches.
-        let mut notified = match upstream {
-            Some(name) => self
-                .notifications()
-                .await?
-                .watch(CHECKPOINT_CHANNEL, Some(name)),
-            None => self.notifications().await?.watch(NOTIFY_CHANNEL, None),
+        let (channel, payload) = match upstream {
+            Some(name) => (CHECKPOINT_CHANNEL, Some(name)),
+            None => (NOTIFY_CHANNEL, None),
         };
+        let mut notified = self.notifications().await?.watch(channel, payload);
         // A request of this process waiting for a commit it made wakes it at once.
         let mut wanted = self.published.wanted(projection.name());
         loop {

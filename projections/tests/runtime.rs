@@ -22,6 +22,17 @@ fn changed(id: String, sequence: i64, project: String) -> NewEvent {
     }
 }
 
+/// Follows `projection` on a task of its own, polling only once a minute: what moves it is
+/// a notification or a waiting request.
+fn follow_in_background(
+    runtime: &ProjectionRuntime,
+    projection: Arc<dyn projections::Projection>,
+    batch_events: i64,
+) -> tokio::task::JoinHandle<Result<(), projections::ProjectionError>> {
+    let runtime = runtime.clone();
+    tokio::spawn(async move { runtime.follow(projection, batch_events, 60_000).await })
+}
+
 async fn write_streams(db: &TestDatabase, streams: usize, per_stream: i64, offset: usize) {
     for stream in offset..offset + streams {
         let events: Vec<_> = (1..=per_stream)
@@ -256,10 +267,7 @@ async fn a_downstream_consumer_never_passes_its_upstream_and_wakes_on_its_commit
     assert_eq!(runtime.run_batch(&Downstream, 100).await.unwrap(), 0);
 
     // Following, it catches up as the upstream commits, well before its poll interval.
-    let follower = {
-        let runtime = runtime.clone();
-        tokio::spawn(async move { runtime.follow(Arc::new(Downstream), 100, 60_000).await })
-    };
+    let follower = follow_in_background(&runtime, Arc::new(Downstream), 100);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     runtime.catch_up(&StreamIndex, 100).await.unwrap();
     wait_for_count(&db, "SELECT count(*) FROM downstream_test.seen", 20).await;
@@ -348,10 +356,7 @@ async fn writers_waiting_for_their_writes_all_get_through() {
     let db = TestDatabase::new().await;
     let runtime = ProjectionRuntime::new(db.pool.clone());
     runtime.ensure_created(&StreamIndex).await.unwrap();
-    let follower = {
-        let runtime = runtime.clone();
-        tokio::spawn(async move { runtime.follow(Arc::new(StreamIndex), 1_000, 60_000).await })
-    };
+    let follower = follow_in_background(&runtime, Arc::new(StreamIndex), 1_000);
     let until = std::time::Instant::now() + std::time::Duration::from_secs(3);
     let mut writers = tokio::task::JoinSet::new();
     for writer in 0..16 {
@@ -570,11 +575,7 @@ async fn a_background_follower_gathers_the_commits_of_its_batching_delay_into_on
         awaited: std::time::Duration::ZERO,
     });
     runtime.ensure_created(gathering.as_ref()).await.unwrap();
-    let follower = {
-        let runtime = runtime.clone();
-        let gathering = gathering.clone();
-        tokio::spawn(async move { runtime.follow(gathering, 100, 60_000).await })
-    };
+    let follower = follow_in_background(&runtime, gathering.clone(), 100);
     // The follower's first batch finds nothing; then it waits for a commit.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
 
@@ -671,11 +672,7 @@ async fn follow_leader_and_rider(
     runtime.ensure_created(&rider).await.unwrap();
     let followers = [leader, rider]
         .into_iter()
-        .map(|projection| {
-            let runtime = runtime.clone();
-            let projection: Arc<dyn projections::Projection> = Arc::new(projection);
-            tokio::spawn(async move { runtime.follow(projection, 100, 60_000).await })
-        })
+        .map(|projection| follow_in_background(&runtime, Arc::new(projection), 100))
         .collect();
     // Their first batches find nothing; then they wait for commits.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -745,11 +742,7 @@ async fn a_commit_nobody_waits_on_shares_a_batch_with_the_next_one_somebody_does
         awaited: std::time::Duration::from_secs(30),
     });
     runtime.ensure_created(awaited.as_ref()).await.unwrap();
-    let follower = {
-        let runtime = runtime.clone();
-        let awaited = awaited.clone();
-        tokio::spawn(async move { runtime.follow(awaited, 100, 60_000).await })
-    };
+    let follower = follow_in_background(&runtime, awaited.clone(), 100);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
 
     // A commit nobody waits on: the follower holds it back, for up to its 30 s.
